@@ -1,0 +1,338 @@
+//! The chat's nouns: validated room and user names, the message as it is
+//! stored and sent, the code spans the `code` transform produces, and the
+//! timestamp format.
+//!
+//! Everything here is a plain value: no I/O, no clock reads (the time of a
+//! message is passed in), so the rules can be tested on their own. The HTTP
+//! layer turns raw strings into these types at the edge and refuses what does
+//! not validate; everything further in can trust them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Longest room name, in bytes (all allowed characters are ASCII).
+pub const MAX_ROOM_LEN: usize = 64;
+/// Longest user name, in characters.
+pub const MAX_USER_CHARS: usize = 32;
+
+/// A validated room name: 1 to 64 characters of `[A-Za-z0-9_.-]`.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::message::RoomName;
+///
+/// assert_eq!(RoomName::parse("kitchen").unwrap().as_str(), "kitchen");
+/// assert!(RoomName::parse("no spaces").is_err());
+/// assert!(RoomName::parse("").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    /// The room that `/events` and `/messages` use.
+    pub fn lobby() -> Self {
+        RoomName(Arc::from("lobby"))
+    }
+
+    /// Checks `s` against the room name rules.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.is_empty() || s.len() > MAX_ROOM_LEN {
+            return Err(NameError::RoomLength);
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(NameError::RoomChars);
+        }
+        Ok(RoomName(Arc::from(s)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for RoomName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated user name: 1 to 32 characters after trimming surrounding
+/// white space, no control characters.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::message::UserName;
+///
+/// assert_eq!(UserName::parse("  ana ").unwrap().as_str(), "ana");
+/// assert_eq!(UserName::parse("Zoë").unwrap().as_str(), "Zoë");
+/// assert!(UserName::parse("a\nb").is_err());
+/// assert!(UserName::parse(&"x".repeat(33)).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(Arc<str>);
+
+impl UserName {
+    /// The name of a poster who gave none.
+    pub fn anonymous() -> Self {
+        UserName(Arc::from("anonymous"))
+    }
+
+    /// Checks `s` against the user name rules.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let s = s.trim();
+        let chars = s.chars().count();
+        if chars == 0 || chars > MAX_USER_CHARS {
+            return Err(NameError::UserLength);
+        }
+        if s.chars().any(char::is_control) {
+            return Err(NameError::UserChars);
+        }
+        Ok(UserName(Arc::from(s)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for UserName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a room or user name was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty or longer than 64 characters.
+    RoomLength,
+    /// A character outside `[A-Za-z0-9_.-]`.
+    RoomChars,
+    /// Empty or longer than 32 characters.
+    UserLength,
+    /// A control character.
+    UserChars,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameError::RoomLength => "room name must be 1 to 64 characters",
+            NameError::RoomChars => "room name may only contain A-Z, a-z, 0-9, '_', '.' and '-'",
+            NameError::UserLength => "user name must be 1 to 32 characters",
+            NameError::UserChars => "user name must not contain control characters",
+        })
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// One piece of a message split by the `code` transform.
+///
+/// Serialized exactly as the SPEC shows:
+/// `[{"text":"see "},{"code":"x + 1"},{"block":"fn main() {}","lang":"rust"}]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Span {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Inline code, written between single backticks.
+    Code {
+        /// The code, without the backticks.
+        code: String,
+    },
+    /// A fenced code block.
+    Block {
+        /// The code, without the fences.
+        block: String,
+        /// The language named after the opening fence, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
+    },
+}
+
+/// A moment in time, as whole seconds since the Unix epoch (UTC).
+///
+/// Rendered as RFC 3339 (`2026-11-22T10:00:00Z`) in JSON.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::message::Timestamp;
+///
+/// assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
+/// assert_eq!(Timestamp(1_795_341_600).to_string(), "2026-11-22T10:00:00Z");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time from the system clock; only the edges call this.
+    pub fn now() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
+/// calendar; Howard Hinnant's `civil_from_days`, exact for every `i64` day
+/// count that fits a year in `i64`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A message as stored in history and sent to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// Per-room id: consecutive and strictly increasing.
+    pub id: u64,
+    /// The room it was posted to.
+    pub room: RoomName,
+    /// Who posted it.
+    pub user: UserName,
+    /// The text after transforms.
+    pub text: String,
+    /// When the server accepted it.
+    pub time: Timestamp,
+    /// The text split into code and prose, when it holds code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Vec<Span>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_341_600, "2026-11-22T10:00:00Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+            (4_102_444_800, "2100-01-01T00:00:00Z"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(Timestamp(secs).to_string(), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn room_names_follow_the_spec() {
+        for ok in ["lobby", "a", "A-Z_0.9", &"r".repeat(64)] {
+            assert!(RoomName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "é", "a?", &"r".repeat(65)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_names_count_characters_not_bytes() {
+        assert!(UserName::parse(&"é".repeat(32)).is_ok());
+        assert!(UserName::parse(&"é".repeat(33)).is_err());
+        assert!(UserName::parse("   ").is_err());
+        assert!(UserName::parse("tab\there").is_err());
+    }
+
+    #[test]
+    fn spans_serialize_as_the_spec_shows() {
+        let spans = vec![
+            Span::Text {
+                text: "see ".into(),
+            },
+            Span::Code {
+                code: "x + 1".into(),
+            },
+            Span::Block {
+                block: "fn main() {}".into(),
+                lang: Some("rust".into()),
+            },
+            Span::Block {
+                block: "plain".into(),
+                lang: None,
+            },
+        ];
+        assert_eq!(
+            serde_json::to_string(&spans).unwrap(),
+            r#"[{"text":"see "},{"code":"x + 1"},{"block":"fn main() {}","lang":"rust"},{"block":"plain"}]"#
+        );
+        let back: Vec<Span> =
+            serde_json::from_str(&serde_json::to_string(&spans).unwrap()).unwrap();
+        assert_eq!(back, spans);
+    }
+
+    #[test]
+    fn messages_serialize_without_spans_when_there_is_no_code() {
+        let m = Message {
+            id: 42,
+            room: RoomName::lobby(),
+            user: UserName::parse("ana").unwrap(),
+            text: "hi 🙂".into(),
+            time: Timestamp(1_795_341_600),
+            spans: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"id":42,"room":"lobby","user":"ana","text":"hi 🙂","time":"2026-11-22T10:00:00Z","spans":null}"#
+                .replace(r#","spans":null"#, "")
+        );
+    }
+}
