@@ -1,1 +1,57 @@
-fn main() {}
+//! `smolchat`: parse the config, bind, run, map errors to an exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use smolchat::app::App;
+use smolchat::config::{self, Command};
+use smolchat::server;
+use smolchat::transform::Pipeline;
+
+fn main() -> ExitCode {
+    let config = match config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(c)) => *c,
+        Ok(Command::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version(v)) => {
+            println!("{v}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    match server::raise_fd_limit() {
+        Some(n) if (n as usize) < config.max_connections + 16 => log::warn!(
+            "open-file limit is {n}, below --max-connections {}; raise it (ulimit -n, or LimitNOFILE= in the unit)",
+            config.max_connections
+        ),
+        Some(n) => log::debug!("open-file limit {n}"),
+        None => {}
+    }
+    let listener = match server::bind(config.addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("smolchat: cannot listen on {}: {e}", config.addr);
+            return ExitCode::from(1);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.addr.to_string(), |a| a.to_string());
+    let app = App::new(config, Pipeline::none());
+    println!("smolchat listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    match server::run(listener, app) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smolchat: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

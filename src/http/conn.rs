@@ -1,0 +1,561 @@
+//! One TCP connection: our own keep-alive loop around async-h1's decoder
+//! and encoder.
+//!
+//! We do not call `async_h1::accept`: its header timer starts a second
+//! (async-io 1.x) reactor thread, its `BufReader` drops pipelined requests,
+//! it closes on a parse error without a response, and it trusts the client's
+//! framing. Instead, per request:
+//!
+//! 1. read into our buffer until [`head::find_end`] finds the head, within
+//!    `--header-timeout` and [`head::MAX_HEAD`] bytes (the guard);
+//! 2. [`head::parse`] refuses hostile heads with a status and works out the
+//!    framing; the sanitized head goes to `async_h1::server::decode` from a
+//!    buffer holding nothing else, so it cannot read ahead or panic;
+//! 3. read the body ourselves, bounded by `--max-message-bytes` (a declared
+//!    length over the limit is refused before a byte of body is read);
+//! 4. route, then encode the response with `async_h1::server::Encoder` into
+//!    one buffer and write it in one go (with `TCP_NODELAY`, so no Nagle
+//!    stall), under a stall deadline;
+//! 5. bytes after the request stay in our buffer for the next one, so
+//!    pipelined requests are answered in order.
+//!
+//! An event stream takes the socket over from there ([`super::stream`] is
+//! not a module; see [`run_stream`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{future, FutureExt};
+use http_types::{Body, Method, Request, Response};
+use smol::Async;
+use smol::Timer;
+
+/// A connected socket registered with the reactor. `&Stream` reads and
+/// writes, so one task can wait for EOF while it writes.
+pub type Stream = Async<std::net::TcpStream>;
+
+use super::head::{self, Framing, Head};
+use super::reply::ApiError;
+use super::sse::{self, Frame};
+use super::{chunked, route, Reply, StreamStart};
+use crate::app::App;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+/// Send buffer for event streams: small, so a client that stops reading
+/// fills it soon and the stall is seen, instead of the kernel's auto-tuned
+/// megabytes absorbing thousands of messages.
+const SSE_SNDBUF: usize = 32 * 1024;
+/// Most bytes of ready events written in one chunk.
+const MAX_BATCH: usize = 32 * 1024;
+/// How long to keep reading (and discarding) after refusing a request, so
+/// the client sees our answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(app: App, stream: Stream, peer: SocketAddr) {
+    // Head and body are written together, but keep-alive responses to
+    // small requests would still wait for the peer's delayed ACK.
+    let _ = stream.get_ref().set_nodelay(true);
+    let mut conn = Conn {
+        app,
+        stream,
+        buf: Vec::new(),
+    };
+    loop {
+        let head = match conn.read_head().await {
+            Ok(h) => h,
+            Err(Fail::Closed) => return,
+            Err(Fail::Refuse(e)) => return conn.refuse(e).await,
+        };
+        let is_post = head.method == "POST";
+        let req = match conn.read_request(head).await {
+            Ok(req) => req,
+            Err(Fail::Closed) => return,
+            Err(Fail::Refuse(e)) => {
+                if is_post {
+                    conn.app.metrics.post_refused(e.status());
+                }
+                return conn.refuse(e).await;
+            }
+        };
+        let close = req.1;
+        let method = req.0.method();
+        match route(&conn.app, req.0, peer).await {
+            Reply::Response(res) => {
+                let close = close || conn.app.shutdown.is_triggered();
+                if conn.write_response(res, method, close).await.is_err() || close {
+                    return;
+                }
+                conn.release_buffer();
+            }
+            Reply::Stream(start) => {
+                conn.buf = Vec::new();
+                return run_stream(&conn.app, &conn.stream, start).await;
+            }
+        }
+    }
+}
+
+/// Why a request could not be read.
+enum Fail {
+    /// The peer left, went idle past the timeout, or we are shutting down:
+    /// close without a word.
+    Closed,
+    /// Answer with this error, then close.
+    Refuse(ApiError),
+}
+
+struct Conn {
+    app: App,
+    stream: Stream,
+    /// Bytes read but not yet used: the rest of a head, a body, or the next
+    /// pipelined request.
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads more bytes into `buf`, until `deadline`.
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), Fail> {
+        enum Got {
+            Read(io::Result<usize>),
+            Timeout,
+            Stop,
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        let (stream, shutdown) = (&self.stream, &self.app.shutdown);
+        let target = &mut self.buf[old..];
+        let mut r: &Stream = stream;
+        let got = async { Got::Read(AsyncReadExt::read(&mut r, target).await) }
+            .or(async {
+                Timer::at(deadline).await;
+                Got::Timeout
+            })
+            .or(async {
+                shutdown.wait().await;
+                Got::Stop
+            })
+            .await;
+        let n = match &got {
+            Got::Read(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.buf.truncate(old + n);
+        match got {
+            Got::Read(Ok(0)) | Got::Read(Err(_)) | Got::Stop => Err(Fail::Closed),
+            Got::Read(Ok(_)) => Ok(()),
+            // An idle keep-alive connection just closes; a half-sent
+            // request is told why.
+            Got::Timeout if self.buf.is_empty() => Err(Fail::Closed),
+            Got::Timeout => Err(Fail::Refuse(ApiError::Timeout)),
+        }
+    }
+
+    async fn read_head(&mut self) -> Result<Head, Fail> {
+        let deadline = Instant::now() + self.app.config.header_timeout;
+        loop {
+            let blank = head::leading_blank_lines(&self.buf);
+            self.buf.drain(..blank);
+            match head::find_end(&self.buf) {
+                Ok(Some(end)) => {
+                    let parsed = head::parse(&self.buf[..end]);
+                    self.buf.drain(..end);
+                    return parsed.map_err(|e| Fail::Refuse(ApiError::Head(e)));
+                }
+                Ok(None) if head::has_bad_byte(&self.buf) => {
+                    return Err(Fail::Refuse(ApiError::Head(head::HeadError::BadByte)))
+                }
+                Ok(None) => self.read_more(deadline).await?,
+                Err(e) => return Err(Fail::Refuse(ApiError::Head(e))),
+            }
+        }
+    }
+
+    /// Reads the body the head announced and builds the request. Returns
+    /// it with whether the client asked to close.
+    async fn read_request(&mut self, head: Head) -> Result<(Request, bool), Fail> {
+        let limit = self.app.config.max_message_bytes;
+        if let Framing::Length(n) = head.framing {
+            if n > limit as u64 {
+                return Err(Fail::Refuse(ApiError::TooLarge(limit)));
+            }
+        }
+        if head.expect_continue && head.framing != Framing::None {
+            let stall = self.app.config.slow_timeout;
+            write_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", stall)
+                .await
+                .map_err(|_| Fail::Closed)?;
+        }
+        let body = self.read_body(head.framing, limit).await?;
+        let mut req = decode(head.sanitized).await.map_err(Fail::Refuse)?;
+        let mut body = Body::from_bytes(body);
+        // Without a Content-Type of its own, the request would take the
+        // body's (octet-stream); the SPEC reads a bare body as plain text.
+        body.set_mime(http_types::mime::PLAIN);
+        req.set_body(body);
+        Ok((req, head.close))
+    }
+
+    async fn read_body(&mut self, framing: Framing, limit: usize) -> Result<Vec<u8>, Fail> {
+        let deadline = Instant::now() + self.app.config.header_timeout;
+        match framing {
+            Framing::None => Ok(Vec::new()),
+            Framing::Length(n) => {
+                let n = n as usize; // at most `limit`, checked above
+                while self.buf.len() < n {
+                    self.read_more(deadline).await?;
+                }
+                Ok(self.buf.drain(..n).collect())
+            }
+            Framing::Chunked => loop {
+                match chunked::decode(&self.buf, limit) {
+                    Ok(Some((body, used))) => {
+                        self.buf.drain(..used);
+                        return Ok(body);
+                    }
+                    // Framing overhead is bounded too: tiny chunks with long
+                    // extensions must not buffer without limit.
+                    Ok(None) if self.buf.len() > limit * 8 + 8192 => {
+                        return Err(Fail::Refuse(ApiError::TooLarge(limit)))
+                    }
+                    Ok(None) => self.read_more(deadline).await?,
+                    Err(chunked::ChunkError::TooLarge) => {
+                        return Err(Fail::Refuse(ApiError::TooLarge(limit)))
+                    }
+                    Err(chunked::ChunkError::Malformed) => {
+                        return Err(Fail::Refuse(ApiError::BadRequest(
+                            "malformed chunked body".into(),
+                        )))
+                    }
+                }
+            },
+        }
+    }
+
+    async fn write_response(
+        &mut self,
+        mut res: Response,
+        method: Method,
+        close: bool,
+    ) -> Result<(), WriteFail> {
+        if close {
+            res.insert_header("connection", "close");
+        }
+        let mut out = Vec::with_capacity(512);
+        // The body is in memory, so the encoder never waits.
+        async_h1::server::Encoder::new(res, method)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|_| WriteFail::Io)?;
+        write_all(&self.stream, &out, self.app.config.slow_timeout).await
+    }
+
+    /// Answers with `err` and closes, reading for a moment first so the
+    /// client gets the answer instead of a connection reset.
+    async fn refuse(mut self, err: ApiError) {
+        log::debug!("refusing request: {err}");
+        if self
+            .write_response(err.response(), Method::Get, true)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        while drained < 1 << 20 {
+            self.buf.clear();
+            if self.read_more(deadline).await.is_err() {
+                return;
+            }
+            drained += self.buf.len();
+        }
+    }
+
+    /// Gives back a large read buffer between requests.
+    fn release_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > READ_CHUNK {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// Runs async-h1's decoder over a sanitized head.
+async fn decode(head: Vec<u8>) -> Result<Request, ApiError> {
+    match async_h1::server::decode(HeadOnly {
+        bytes: head.into(),
+        pos: 0,
+    })
+    .await
+    {
+        Ok(Some((req, _))) => Ok(req),
+        Ok(None) => Err(ApiError::Head(head::HeadError::Malformed)),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "malformed request: {}",
+            e.to_string().to_lowercase()
+        ))),
+    }
+}
+
+/// An in-memory stream holding exactly one request head, for
+/// `async_h1::server::decode`. Writes (only ever a `100 Continue`, which we
+/// strip `Expect` to avoid) go nowhere.
+#[derive(Clone)]
+struct HeadOnly {
+    bytes: std::sync::Arc<[u8]>,
+    pos: usize,
+}
+
+impl AsyncRead for HeadOnly {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let rest = &self.bytes[self.pos.min(self.bytes.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for HeadOnly {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Why a write did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFail {
+    /// The socket accepted no byte for the whole stall period.
+    Stalled,
+    /// The peer is gone.
+    Io,
+}
+
+/// Writes all of `buf`, failing if the socket accepts nothing for `stall`.
+/// The deadline restarts whenever some bytes go out; the common case (the
+/// socket has room) arms no timer at all.
+pub(crate) async fn write_all(
+    stream: &Stream,
+    mut buf: &[u8],
+    stall: Duration,
+) -> Result<(), WriteFail> {
+    let mut w: &Stream = stream;
+    while !buf.is_empty() {
+        let wrote = match future::poll_once(AsyncWriteExt::write(&mut w, buf)).await {
+            Some(r) => r.map_err(|_| WriteFail::Io)?,
+            None => {
+                async {
+                    AsyncWriteExt::write(&mut w, buf)
+                        .await
+                        .map_err(|_| WriteFail::Io)
+                }
+                .or(async {
+                    Timer::after(stall).await;
+                    Err(WriteFail::Stalled)
+                })
+                .await?
+            }
+        };
+        if wrote == 0 {
+            return Err(WriteFail::Io);
+        }
+        buf = &buf[wrote..];
+    }
+    Ok(())
+}
+
+/// Drives an event stream until the client leaves, stalls, the room closes
+/// or the server stops.
+///
+/// Each wake-up takes every event that is ready (up to [`MAX_BATCH`] bytes)
+/// and writes them as one chunk. While the socket is full this task is
+/// stuck in [`write_all`] and takes nothing from the room, which is what
+/// makes publishers wait; after `--slow-timeout` without progress it gives
+/// up, and dropping the subscription frees the room.
+pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let StreamStart {
+        response,
+        mut sub,
+        frames,
+    } = start;
+    app.metrics.subscribers.fetch_add(1, Relaxed);
+    struct Gauge<'a>(&'a App);
+    impl Drop for Gauge<'_> {
+        fn drop(&mut self) {
+            self.0.metrics.subscribers.fetch_sub(1, Relaxed);
+        }
+    }
+    let _gauge = Gauge(app);
+    let _ = socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(SSE_SNDBUF);
+    let stall = app.config.slow_timeout;
+
+    let mut out = stream_head(&response);
+    let mut first = sse::retry(2000);
+    for f in &frames {
+        first.extend_from_slice(f);
+    }
+    drop(frames);
+    sse::chunk(&first, &mut out);
+    drop(first);
+    if write_all(stream, &out, stall).await.is_err() {
+        return;
+    }
+
+    let keepalive = app.config.keepalive;
+    let mut last_write = Instant::now();
+    let mut ping = Timer::at(last_write + keepalive);
+    let mut gone = pin!(peer_gone(stream));
+    let mut stop = pin!(app.shutdown.wait());
+    let mut batch: Vec<Frame> = Vec::new();
+    enum Ev {
+        Frame(Result<Frame, async_broadcast::RecvError>),
+        Ping,
+        Gone,
+        Stop,
+    }
+    loop {
+        // Checked first so a busy room cannot starve the shutdown.
+        let ev = if app.shutdown.is_triggered() {
+            Ev::Stop
+        } else {
+            let rx = sub.receiver();
+            async { Ev::Frame(rx.recv_direct().await) }
+                .or(async {
+                    (&mut ping).await;
+                    Ev::Ping
+                })
+                .or(async {
+                    gone.as_mut().await;
+                    Ev::Gone
+                })
+                .or(async {
+                    stop.as_mut().await;
+                    Ev::Stop
+                })
+                .await
+        };
+        out.clear();
+        match ev {
+            Ev::Frame(Ok(frame)) => {
+                let mut len = frame.len();
+                batch.push(frame);
+                while len < MAX_BATCH {
+                    match sub.receiver().try_recv() {
+                        Ok(f) => {
+                            len += f.len();
+                            batch.push(f);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                sub.taken();
+                out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+                for f in batch.drain(..) {
+                    out.extend_from_slice(&f);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            Ev::Ping => {
+                if last_write.elapsed() < keepalive {
+                    ping.set_at(last_write + keepalive);
+                    continue;
+                }
+                sse::chunk(sse::PING, &mut out);
+            }
+            // The room closed; overflow cannot happen with overflow off, but
+            // if it did, closing lets the client resume from history.
+            Ev::Frame(Err(_)) => {
+                let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+                return;
+            }
+            Ev::Gone => return,
+            Ev::Stop => {
+                // Spread reconnects over a few seconds so a restarted Pi is
+                // not hit by every client at once.
+                let retry_ms = 1000 + fastrand::u64(0..4000);
+                sse::chunk(&sse::encode(&sse::Event::Shutdown { retry_ms }), &mut out);
+                out.extend_from_slice(sse::LAST_CHUNK);
+                let _ = write_all(stream, &out, stall.min(Duration::from_secs(1))).await;
+                return;
+            }
+        }
+        match write_all(stream, &out, stall).await {
+            Ok(()) => {}
+            Err(WriteFail::Stalled) => {
+                app.metrics.subscribers_evicted.fetch_add(1, Relaxed);
+                log::info!(
+                    "cut a stream on {} that accepted nothing for {stall:?}",
+                    sub.room().name()
+                );
+                return;
+            }
+            Err(WriteFail::Io) => return,
+        }
+        last_write = Instant::now();
+        ping.set_at(last_write + keepalive);
+        if out.capacity() > MAX_BATCH * 2 {
+            out = Vec::new();
+        }
+    }
+}
+
+/// Resolves when the peer closes its end (or the socket fails), so a
+/// departed client is noticed at once rather than at the next write.
+async fn peer_gone(stream: &Stream) {
+    let mut scratch = [0u8; 64];
+    let mut r: &Stream = stream;
+    loop {
+        match AsyncReadExt::read(&mut r, &mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Status line and headers of a chunked event-stream response.
+fn stream_head(res: &Response) -> Vec<u8> {
+    let status = res.status();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        u16::from(status),
+        status.canonical_reason()
+    )
+    .into_bytes();
+    let mut fields: Vec<_> = res.iter().collect();
+    fields.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (name, values) in fields {
+        for v in values.iter() {
+            out.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    out
+}

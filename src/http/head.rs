@@ -1,0 +1,461 @@
+//! The guard between the socket and async-h1's decoder: find the end of a
+//! request head within a bound, refuse what the decoder would mishandle, and
+//! hand it a sanitized head.
+//!
+//! async-h1 2.3 and http-types 2.12 are unmaintained and trip over hostile
+//! input (see `../shared/notes/stack.md`): a non-ASCII header byte panics in
+//! `Headers::insert`; a head line without a newline grows memory without
+//! bound; the decoder's `BufReader` swallows pipelined requests; a
+//! `Transfer-Encoding` other than exactly `chunked` is read as "no body"; the
+//! last of duplicate `Content-Length`s wins; `Host` is pasted in front of the
+//! path, so `Host: x/threads?` reroutes a request. This module makes each of
+//! those impossible before async-h1 sees a byte:
+//!
+//! - [`find_end`] bounds the head at [`MAX_HEAD`] bytes, whatever the lines;
+//! - [`parse`] refuses bytes outside printable ASCII (plus tab), ambiguous
+//!   framing (CL with TE, repeated CL, any TE but `chunked`) and a `Host` that
+//!   is not a plain authority, and works out the body framing itself;
+//! - the decoder then gets a rebuilt head with no framing or `Expect`
+//!   headers, from a buffer that holds nothing else, so it can neither read
+//!   ahead into the next request nor start its `100 Continue` task on
+//!   async-global-executor. The connection reads the body itself, bounded.
+//!
+//! Everything here is a pure function over bytes.
+
+/// Largest request head accepted, request line and headers together.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Most header fields accepted.
+pub const MAX_HEADERS: usize = 64;
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes follow.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request head that passed the guard.
+#[derive(Debug)]
+pub struct Head {
+    /// The request method, as sent.
+    pub method: String,
+    /// The request target, as sent.
+    pub target: String,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The client asked for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+    /// The client asked to close after this request (`Connection: close`).
+    pub close: bool,
+    /// The head rebuilt for async-h1: same request line and fields, minus
+    /// `Content-Length`, `Transfer-Encoding` and `Expect`.
+    pub sanitized: Vec<u8>,
+}
+
+/// Why a head was refused. Each maps to a status and a short message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Longer than [`MAX_HEAD`] or more than [`MAX_HEADERS`] fields.
+    TooLarge,
+    /// A byte outside printable ASCII and tab.
+    BadByte,
+    /// Not an HTTP/1.x request head.
+    Malformed,
+    /// HTTP/1.0 (or another version).
+    Version,
+    /// No `Host`, several, or one that is not `host[:port]`.
+    BadHost,
+    /// A request target that is neither `/path`, `*` nor `http(s)://...`.
+    BadTarget,
+    /// `Content-Length` repeated, not a number, or sent with `Transfer-Encoding`.
+    AmbiguousLength,
+    /// A `Transfer-Encoding` other than `chunked`.
+    UnsupportedEncoding,
+    /// An `Expect` other than `100-continue`.
+    BadExpect,
+}
+
+impl HeadError {
+    /// The status code this error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            HeadError::Version => 505,
+            HeadError::UnsupportedEncoding => 501,
+            HeadError::BadExpect => 417,
+            _ => 400,
+        }
+    }
+
+    /// What the client is told, lowercase, no trailing period.
+    pub fn message(self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "request head too large (limit 8 KiB and 64 fields)",
+            HeadError::BadByte => "request head contains a byte outside printable ascii; percent-encode non-ascii values",
+            HeadError::Malformed => "malformed request head",
+            HeadError::Version => "only HTTP/1.1 is supported",
+            HeadError::BadHost => "missing or invalid host header",
+            HeadError::BadTarget => "invalid request target",
+            HeadError::AmbiguousLength => "ambiguous or invalid content-length",
+            HeadError::UnsupportedEncoding => "only transfer-encoding: chunked is supported",
+            HeadError::BadExpect => "only expect: 100-continue is supported",
+        }
+    }
+}
+
+/// Finds the end of the head in `buf`: the length up to and including the
+/// blank line. `Ok(None)` means "need more bytes"; once [`MAX_HEAD`] bytes
+/// hold no blank line the head is refused, however it is split into lines.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::head::{find_end, HeadError, MAX_HEAD};
+///
+/// assert_eq!(find_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET"), Ok(Some(27)));
+/// assert_eq!(find_end(b"GET / HTTP/1.1\r\nHo"), Ok(None));
+/// assert_eq!(find_end(&vec![b'a'; MAX_HEAD + 1]), Err(HeadError::TooLarge));
+/// ```
+pub fn find_end(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    let window = &buf[..buf.len().min(MAX_HEAD)];
+    // Accept bare LF line ends as RFC 9112 allows; httparse does too.
+    let mut i = 0;
+    while let Some(off) = window[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        let next = nl + 1;
+        if window.get(next) == Some(&b'\n') {
+            return Ok(Some(next + 1));
+        }
+        if window.get(next) == Some(&b'\r') && window.get(next + 1) == Some(&b'\n') {
+            return Ok(Some(next + 2));
+        }
+        i = next;
+    }
+    if buf.len() >= MAX_HEAD {
+        Err(HeadError::TooLarge)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether `buf` holds a byte no request head may contain. Checked on every
+/// read, so a TLS handshake or binary junk is refused at once instead of
+/// waiting for a blank line that never comes.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::head::has_bad_byte;
+///
+/// assert!(!has_bad_byte(b"GET / HTTP/1.1\r\n"));
+/// assert!(has_bad_byte(b"\x16\x03\x01"));
+/// ```
+pub fn has_bad_byte(buf: &[u8]) -> bool {
+    buf.iter()
+        .any(|&b| !(b == b'\t' || b == b'\r' || b == b'\n' || (0x20..0x7f).contains(&b)))
+}
+
+/// Number of bytes of blank lines before the request line, which RFC 9112
+/// says a server should ignore (some clients send a CRLF after a POST body).
+pub fn leading_blank_lines(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
+/// Checks a complete head (as delimited by [`find_end`]) and works out its
+/// framing.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::head::{parse, Framing, HeadError};
+///
+/// let h = parse(b"POST /messages HTTP/1.1\r\nHost: pi:8080\r\nContent-Length: 5\r\n\r\n").unwrap();
+/// assert_eq!(h.framing, Framing::Length(5));
+/// assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\nX: caf\xc3\xa9\r\n\r\n").unwrap_err(), HeadError::BadByte);
+/// assert_eq!(parse(b"GET /public HTTP/1.1\r\nHost: x/threads?\r\n\r\n").unwrap_err(), HeadError::BadHost);
+/// ```
+pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
+    if head.len() > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    if has_bad_byte(head) {
+        return Err(HeadError::BadByte);
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(_) => return Err(HeadError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(_) => return Err(HeadError::Malformed),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed);
+    };
+    if version != 1 {
+        return Err(HeadError::Version);
+    }
+    let target_ok = target.starts_with('/')
+        || (target == "*" && method == "OPTIONS")
+        || target.starts_with("http://")
+        || target.starts_with("https://");
+    if !target_ok {
+        return Err(HeadError::BadTarget);
+    }
+
+    let mut host = None;
+    let mut length = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut close = false;
+    let mut sanitized = Vec::with_capacity(head.len());
+    sanitized.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    for f in req.headers.iter() {
+        // Only printable ASCII got this far, so these are valid UTF-8.
+        let value = std::str::from_utf8(f.value)
+            .map_err(|_| HeadError::BadByte)?
+            .trim();
+        let name = f.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() || !valid_authority(value) {
+                return Err(HeadError::BadHost);
+            }
+            host = Some(());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::AmbiguousLength);
+            }
+            length = Some(
+                value
+                    .parse::<u64>()
+                    .map_err(|_| HeadError::AmbiguousLength)?,
+            );
+            continue;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.eq_ignore_ascii_case("chunked") {
+                return Err(HeadError::UnsupportedEncoding);
+            }
+            chunked = true;
+            continue;
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.eq_ignore_ascii_case("100-continue") {
+                return Err(HeadError::BadExpect);
+            }
+            expect_continue = true;
+            continue;
+        } else if name.eq_ignore_ascii_case("connection") {
+            close |= value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        }
+        sanitized.extend_from_slice(name.as_bytes());
+        sanitized.extend_from_slice(b": ");
+        sanitized.extend_from_slice(value.as_bytes());
+        sanitized.extend_from_slice(b"\r\n");
+    }
+    sanitized.extend_from_slice(b"\r\n");
+    if host.is_none() {
+        return Err(HeadError::BadHost);
+    }
+    let framing = match (length, chunked) {
+        (Some(_), true) => return Err(HeadError::AmbiguousLength),
+        (Some(0), false) | (None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+    };
+    Ok(Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        framing,
+        expect_continue,
+        close,
+        sanitized,
+    })
+}
+
+/// `host[:port]`: letters, digits, `-._~`, IPv6 brackets and colons; nothing
+/// that could end the authority of the URL async-h1 builds from it.
+fn valid_authority(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 255
+        && v.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &[&str]) -> Vec<u8> {
+        let mut s = lines.join("\r\n");
+        s.push_str("\r\n\r\n");
+        s.into_bytes()
+    }
+
+    #[test]
+    fn the_end_is_found_however_the_head_is_split() {
+        let full = head(&["GET / HTTP/1.1", "Host: x"]);
+        for cut in 0..full.len() {
+            assert_eq!(find_end(&full[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(find_end(&full), Ok(Some(full.len())));
+        assert_eq!(find_end(b"GET / HTTP/1.1\nHost: x\n\nrest"), Ok(Some(24)));
+    }
+
+    #[test]
+    fn regression_a_head_line_with_no_newline_is_cut_at_the_limit() {
+        assert_eq!(find_end(&vec![b'x'; MAX_HEAD - 1]), Ok(None));
+        assert_eq!(find_end(&vec![b'x'; MAX_HEAD]), Err(HeadError::TooLarge));
+        assert_eq!(find_end(&vec![b'x'; 1 << 20]), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn regression_non_ascii_and_control_bytes_are_refused() {
+        for bad in [
+            &b"X: caf\xc3\xa9"[..],
+            b"X: \x80",
+            b"X: a\x00b",
+            b"X: \x7f",
+            b"X: a\x1bb",
+        ] {
+            let mut h = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+            h.extend_from_slice(bad);
+            h.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(parse(&h).unwrap_err(), HeadError::BadByte, "{bad:?}");
+        }
+        assert!(parse(&head(&["GET / HTTP/1.1", "Host: x", "X: tab\there"])).is_ok());
+    }
+
+    #[test]
+    fn regression_host_cannot_change_the_route() {
+        for host in ["x/threads?", "x?y", "x#y", "u@x", "x\\y", "x y", ""] {
+            let h = head(&["GET /public HTTP/1.1", &format!("Host: {host}")]);
+            assert!(parse(&h).is_err(), "{host:?}");
+        }
+        for host in ["localhost", "pi.local:8080", "[::1]:80", "10.0.0.2"] {
+            assert!(
+                parse(&head(&["GET / HTTP/1.1", &format!("Host: {host}")])).is_ok(),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            parse(&head(&["GET / HTTP/1.1"])).unwrap_err(),
+            HeadError::BadHost
+        );
+        assert_eq!(
+            parse(&head(&["GET / HTTP/1.1", "Host: a", "Host: b"])).unwrap_err(),
+            HeadError::BadHost
+        );
+    }
+
+    #[test]
+    fn regression_framing_must_be_unambiguous() {
+        let cases: &[(&[&str], Result<Framing, HeadError>)] = &[
+            (&["Content-Length: 5"], Ok(Framing::Length(5))),
+            (&["Content-Length: 0"], Ok(Framing::None)),
+            (&[], Ok(Framing::None)),
+            (&["Transfer-Encoding: chunked"], Ok(Framing::Chunked)),
+            (&["Transfer-Encoding: Chunked"], Ok(Framing::Chunked)),
+            (
+                &["Content-Length: 5", "Content-Length: 5"],
+                Err(HeadError::AmbiguousLength),
+            ),
+            (
+                &["Content-Length: 5", "Content-Length: 6"],
+                Err(HeadError::AmbiguousLength),
+            ),
+            (&["Content-Length: 5, 5"], Err(HeadError::AmbiguousLength)),
+            (&["Content-Length: +5"], Err(HeadError::AmbiguousLength)),
+            (
+                &["Content-Length: 99999999999999999999999"],
+                Err(HeadError::AmbiguousLength),
+            ),
+            (
+                &["Content-Length: 5", "Transfer-Encoding: chunked"],
+                Err(HeadError::AmbiguousLength),
+            ),
+            (
+                &["Transfer-Encoding: gzip, chunked"],
+                Err(HeadError::UnsupportedEncoding),
+            ),
+            (
+                &["Transfer-Encoding: identity"],
+                Err(HeadError::UnsupportedEncoding),
+            ),
+            (
+                &["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+                Err(HeadError::UnsupportedEncoding),
+            ),
+        ];
+        for (fields, want) in cases {
+            let mut lines = vec!["POST /messages HTTP/1.1", "Host: x"];
+            lines.extend_from_slice(fields);
+            assert_eq!(parse(&head(&lines)).map(|h| h.framing), *want, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn the_sanitized_head_drops_framing_and_expect() {
+        let h = parse(&head(&[
+            "POST /messages HTTP/1.1",
+            "Host: x",
+            "Content-Length: 3",
+            "Expect: 100-continue",
+            "Connection: keep-alive, close",
+            "X-Chat-User: ana",
+        ]))
+        .unwrap();
+        assert!(h.expect_continue && h.close);
+        assert_eq!(
+            String::from_utf8(h.sanitized).unwrap(),
+            "POST /messages HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\nX-Chat-User: ana\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn versions_targets_and_expectations() {
+        assert_eq!(
+            parse(&head(&["GET / HTTP/1.0", "Host: x"])).unwrap_err(),
+            HeadError::Version
+        );
+        assert_eq!(
+            parse(&head(&["GET / HTTP/2.0", "Host: x"])).unwrap_err(),
+            HeadError::Version
+        );
+        assert_eq!(
+            parse(&head(&["GET x HTTP/1.1", "Host: x"])).unwrap_err(),
+            HeadError::BadTarget
+        );
+        assert_eq!(
+            parse(&head(&["GET * HTTP/1.1", "Host: x"])).unwrap_err(),
+            HeadError::BadTarget
+        );
+        assert!(parse(&head(&["OPTIONS * HTTP/1.1", "Host: x"])).is_ok());
+        assert!(parse(&head(&["GET http://x/events HTTP/1.1", "Host: x"])).is_ok());
+        assert_eq!(
+            parse(&head(&["POST / HTTP/1.1", "Host: x", "Expect: 200-ok"])).unwrap_err(),
+            HeadError::BadExpect
+        );
+        assert_eq!(
+            parse(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n").unwrap_err(),
+            HeadError::BadByte
+        );
+        assert_eq!(parse(b"GARBAGE\r\n\r\n").unwrap_err(), HeadError::Malformed);
+    }
+
+    #[test]
+    fn too_many_fields_is_too_large() {
+        let mut lines = vec!["GET / HTTP/1.1".to_string(), "Host: x".to_string()];
+        lines.extend((0..MAX_HEADERS).map(|i| format!("X-{i}: y")));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(parse(&head(&refs)).unwrap_err(), HeadError::TooLarge);
+    }
+}

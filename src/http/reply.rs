@@ -1,0 +1,256 @@
+//! Every error the API answers with, in one type, and the one `match` that
+//! turns it into a status, `Retry-After` and a JSON body. Also CORS.
+//!
+//! Error messages are lowercase with no trailing period, and every error
+//! body is `{"error": "..."}` as the SPEC promises.
+
+use http_types::{Response, StatusCode};
+
+use super::head::HeadError;
+
+/// An API error: what went wrong, answered as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 with a reason.
+    BadRequest(String),
+    /// A request head the guard refused (400, 417, 431, 501 or 505).
+    Head(HeadError),
+    /// 404.
+    NotFound,
+    /// 405, with the methods the path does allow.
+    MethodNotAllowed(&'static str),
+    /// 413: the body is over `--max-message-bytes`.
+    TooLarge(usize),
+    /// 415.
+    UnsupportedMediaType,
+    /// 422: a transform refused the message.
+    Refused(String),
+    /// 429: the client posts faster than `--rate`.
+    RateLimited {
+        /// Seconds until a post will be accepted.
+        retry_after: u64,
+    },
+    /// 503: the room's slowest subscriber stayed `--buffer` messages behind
+    /// for `--publish-timeout`.
+    Congested {
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
+    /// 503: `--max-rooms` rooms exist.
+    TooManyRooms,
+    /// 503: `--max-connections` connections are open.
+    TooManyConnections,
+    /// 503: the server is stopping.
+    ShuttingDown,
+    /// 408: the request did not arrive within `--header-timeout`.
+    Timeout,
+}
+
+impl ApiError {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Head(h) => h.status(),
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::Timeout => 408,
+            ApiError::TooLarge(_) => 413,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::Refused(_) => 422,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Congested { .. }
+            | ApiError::TooManyRooms
+            | ApiError::TooManyConnections
+            | ApiError::ShuttingDown => 503,
+        }
+    }
+
+    /// The message in the JSON body.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(m) | ApiError::Refused(m) => m.clone(),
+            ApiError::Head(h) => h.message().to_string(),
+            ApiError::NotFound => "not found".into(),
+            ApiError::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
+            ApiError::Timeout => "request not received in time".into(),
+            ApiError::TooLarge(limit) => format!("body too large (limit {limit} bytes)"),
+            ApiError::UnsupportedMediaType => {
+                "unsupported content type; use application/json, application/x-www-form-urlencoded or text/plain (utf-8)"
+                    .into()
+            }
+            ApiError::RateLimited { retry_after } => format!("too many posts; retry in {retry_after} s"),
+            ApiError::Congested { retry_after } => {
+                format!("room is congested: a subscriber is too far behind; message not sent, retry in {retry_after} s")
+            }
+            ApiError::TooManyRooms => "too many rooms".into(),
+            ApiError::TooManyConnections => "too many connections".into(),
+            ApiError::ShuttingDown => "server is shutting down".into(),
+        }
+    }
+
+    /// The `Retry-After` value in seconds, for the errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } | ApiError::Congested { retry_after } => {
+                Some(*retry_after)
+            }
+            ApiError::TooManyConnections | ApiError::ShuttingDown | ApiError::TooManyRooms => {
+                Some(1)
+            }
+            _ => None,
+        }
+    }
+
+    /// The full response.
+    pub fn response(&self) -> Response {
+        let mut res = json(
+            self.status(),
+            &serde_json::json!({ "error": self.message() }),
+        );
+        if let Some(secs) = self.retry_after() {
+            res.insert_header("retry-after", secs.to_string());
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            res.insert_header("allow", *allow);
+        }
+        res
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status(), self.message())
+    }
+}
+
+/// A response with a compact JSON body.
+pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
+    let status = StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError);
+    let mut res = Response::new(status);
+    // Serializing our own plain types cannot fail.
+    res.set_body(serde_json::to_vec(value).unwrap_or_default());
+    res.insert_header("content-type", "application/json");
+    res.insert_header("cache-control", "no-store");
+    res
+}
+
+/// CORS policy from `--allow-origin`.
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    any: bool,
+    origins: Vec<String>,
+}
+
+impl Cors {
+    /// A policy allowing `origins` (`*` allows any).
+    pub fn new(origins: &[String]) -> Self {
+        Cors {
+            any: origins.iter().any(|o| o == "*"),
+            origins: origins.to_vec(),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::http::reply::Cors;
+    ///
+    /// let cors = Cors::new(&["https://a.example".to_string()]);
+    /// assert_eq!(cors.allow(Some("https://a.example")), Some("https://a.example"));
+    /// assert_eq!(cors.allow(Some("https://evil.example")), None);
+    /// assert_eq!(Cors::new(&["*".to_string()]).allow(None), Some("*"));
+    /// ```
+    pub fn allow<'a>(&'a self, origin: Option<&'a str>) -> Option<&'a str> {
+        if self.any {
+            return Some("*");
+        }
+        let origin = origin?;
+        self.origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+            .then_some(origin)
+    }
+
+    /// Adds the CORS headers for `origin` to a response.
+    pub fn apply(&self, origin: Option<&str>, res: &mut Response) {
+        if let Some(allow) = self.allow(origin) {
+            // `allow` is `*` or equal to a configured, validated origin.
+            res.insert_header("access-control-allow-origin", allow);
+            res.insert_header("access-control-expose-headers", "retry-after");
+            if !self.any {
+                res.append_header("vary", "origin");
+            }
+        }
+    }
+
+    /// Adds the preflight headers for `origin` to a response.
+    pub fn apply_preflight(&self, origin: Option<&str>, res: &mut Response) {
+        if self.allow(origin).is_some() {
+            self.apply(origin, res);
+            res.insert_header("access-control-allow-methods", "GET, POST, OPTIONS");
+            res.insert_header(
+                "access-control-allow-headers",
+                "content-type, x-chat-user, last-event-id",
+            );
+            res.insert_header("access-control-max-age", "600");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_json_with_its_status() {
+        let cases = [
+            (ApiError::BadRequest("empty text".into()), 400),
+            (ApiError::NotFound, 404),
+            (ApiError::MethodNotAllowed("GET, POST"), 405),
+            (ApiError::TooLarge(4096), 413),
+            (ApiError::UnsupportedMediaType, 415),
+            (ApiError::Refused("censor: no".into()), 422),
+            (ApiError::RateLimited { retry_after: 2 }, 429),
+            (ApiError::Congested { retry_after: 1 }, 503),
+            (ApiError::Head(HeadError::TooLarge), 431),
+        ];
+        for (e, status) in cases {
+            let res = e.response();
+            assert_eq!(u16::from(res.status()), status);
+            assert_eq!(
+                res.header("content-type").unwrap().as_str(),
+                "application/json"
+            );
+        }
+    }
+
+    #[test]
+    fn rate_and_congestion_carry_retry_after() {
+        let res = ApiError::RateLimited { retry_after: 3 }.response();
+        assert_eq!(res.header("retry-after").unwrap().as_str(), "3");
+        let res = ApiError::Congested { retry_after: 1 }.response();
+        assert_eq!(res.header("retry-after").unwrap().as_str(), "1");
+        assert!(ApiError::NotFound
+            .response()
+            .header("retry-after")
+            .is_none());
+        assert_eq!(
+            ApiError::MethodNotAllowed("GET")
+                .response()
+                .header("allow")
+                .unwrap()
+                .as_str(),
+            "GET"
+        );
+    }
+
+    #[test]
+    fn no_cors_headers_without_allow_origin() {
+        let mut res = Response::new(200);
+        Cors::new(&[]).apply(Some("https://a.example"), &mut res);
+        assert!(res.header("access-control-allow-origin").is_none());
+    }
+}

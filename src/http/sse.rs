@@ -1,0 +1,339 @@
+//! Server-Sent Events encoding: domain events to the bytes of one SSE event,
+//! and those bytes to HTTP/1.1 chunks.
+//!
+//! Framing safety comes from types rather than escaping: an event name is one
+//! of a closed set of `&'static str`s, an id is a `u64`, and the data is
+//! compact JSON from `serde_json`, which escapes every control character, so
+//! a message containing `"\n\nevent: x"` stays inside one `data:` line. The
+//! room encodes each message once and shares the bytes (an `Arc`) with every
+//! subscriber and with history; the connection only adds chunk framing.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::message::{Message, UserName};
+
+/// One encoded SSE event, shared by every subscriber that receives it.
+pub type Frame = Arc<[u8]>;
+
+/// What the server tells a stream.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A chat message; carries `id:` so EventSource can resume.
+    Message(&'a Message),
+    /// First event of every stream.
+    Hello {
+        /// The room streamed.
+        room: &'a str,
+        /// Open streams on the room, this one included.
+        online: usize,
+        /// Named users on the room, sorted.
+        users: &'a [UserName],
+    },
+    /// A named user opened their first stream on the room.
+    Join {
+        /// Who.
+        user: &'a UserName,
+        /// Open streams on the room after the join.
+        online: usize,
+    },
+    /// A named user closed their last stream on the room.
+    Leave {
+        /// Who.
+        user: &'a UserName,
+        /// Open streams on the room after the leave.
+        online: usize,
+    },
+    /// Messages after `since` are partly gone from history; replay starts at `first`.
+    Gap {
+        /// The id the client asked to resume after.
+        since: u64,
+        /// The oldest id history still holds, if any.
+        first: Option<u64>,
+    },
+    /// The server is stopping; reconnect after `retry_ms`.
+    Shutdown {
+        /// Milliseconds the client should wait before reconnecting.
+        retry_ms: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Presence<'a> {
+    user: &'a UserName,
+    online: usize,
+}
+
+#[derive(Serialize)]
+struct Hello<'a> {
+    room: &'a str,
+    online: usize,
+    users: &'a [UserName],
+}
+
+#[derive(Serialize)]
+struct Gap {
+    since: u64,
+    first: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Shutdown {
+    retry: u64,
+}
+
+/// Encodes one event as SSE bytes.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::sse::{encode, Event};
+///
+/// let frame = encode(&Event::Gap { since: 3, first: Some(10) });
+/// assert_eq!(&*frame, b"event: gap\ndata: {\"since\":3,\"first\":10}\n\n");
+/// ```
+pub fn encode(event: &Event<'_>) -> Frame {
+    let mut out = Vec::with_capacity(128);
+    match event {
+        Event::Message(m) => {
+            out.extend_from_slice(b"event: message\nid: ");
+            out.extend_from_slice(m.id.to_string().as_bytes());
+            data(&mut out, m);
+        }
+        Event::Hello {
+            room,
+            online,
+            users,
+        } => {
+            out.extend_from_slice(b"event: hello");
+            data(
+                &mut out,
+                &Hello {
+                    room,
+                    online: *online,
+                    users,
+                },
+            );
+        }
+        Event::Join { user, online } => {
+            out.extend_from_slice(b"event: join");
+            data(
+                &mut out,
+                &Presence {
+                    user,
+                    online: *online,
+                },
+            );
+        }
+        Event::Leave { user, online } => {
+            out.extend_from_slice(b"event: leave");
+            data(
+                &mut out,
+                &Presence {
+                    user,
+                    online: *online,
+                },
+            );
+        }
+        Event::Gap { since, first } => {
+            out.extend_from_slice(b"event: gap");
+            data(
+                &mut out,
+                &Gap {
+                    since: *since,
+                    first: *first,
+                },
+            );
+        }
+        Event::Shutdown { retry_ms } => {
+            out.extend_from_slice(b"retry: ");
+            out.extend_from_slice(retry_ms.to_string().as_bytes());
+            out.extend_from_slice(b"\nevent: shutdown");
+            data(&mut out, &Shutdown { retry: *retry_ms });
+        }
+    }
+    Arc::from(out)
+}
+
+/// Appends `\ndata: <compact JSON>\n\n`.
+fn data(out: &mut Vec<u8>, value: &impl Serialize) {
+    out.extend_from_slice(b"\ndata: ");
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, value).expect("serializing an event");
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The `retry:` field that opens every stream, in milliseconds.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(smolchat::http::sse::retry(2000), b"retry: 2000\n\n");
+/// ```
+pub fn retry(ms: u64) -> Vec<u8> {
+    format!("retry: {ms}\n\n").into_bytes()
+}
+
+/// The keep-alive comment sent on idle streams.
+pub const PING: &[u8] = b": ping\n\n";
+
+/// Appends `data` to `out` as one HTTP/1.1 chunk. Empty data is skipped: a
+/// zero-length chunk would end the body.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = Vec::new();
+/// smolchat::http::sse::chunk(b": ping\n\n", &mut out);
+/// assert_eq!(out, b"8\r\n: ping\n\n\r\n");
+/// ```
+pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunk that ends a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{RoomName, Span, Timestamp};
+
+    fn msg(id: u64, text: &str) -> Message {
+        Message {
+            id,
+            room: RoomName::lobby(),
+            user: UserName::parse("ana").unwrap(),
+            text: text.into(),
+            time: Timestamp(1_795_341_600),
+            spans: None,
+        }
+    }
+
+    /// Splits SSE bytes into events of (field, value) lines, as a browser would.
+    fn parse(bytes: &[u8]) -> Vec<Vec<(String, String)>> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                e.split('\n')
+                    .map(|l| {
+                        let (k, v) = l.split_once(": ").unwrap_or((l, ""));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_event_id_and_one_data_line() {
+        let f = encode(&Event::Message(&msg(42, "hi 🙂")));
+        assert_eq!(
+            std::str::from_utf8(&f).unwrap(),
+            "event: message\nid: 42\ndata: {\"id\":42,\"room\":\"lobby\",\"user\":\"ana\",\"text\":\"hi 🙂\",\"time\":\"2026-11-22T10:00:00Z\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn text_that_looks_like_sse_stays_inside_one_data_line() {
+        for text in [
+            "\n\nevent: x\ndata: y",
+            "a\rb\r\nc",
+            "\u{2028}\u{0}",
+            "data: {}\n\nid: 7",
+        ] {
+            let f = encode(&Event::Message(&msg(1, text)));
+            let events = parse(&f);
+            assert_eq!(events.len(), 1, "{text:?}");
+            let fields: Vec<&str> = events[0].iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(fields, ["event", "id", "data"], "{text:?}");
+            let back: serde_json::Value = serde_json::from_str(&events[0][2].1).unwrap();
+            assert_eq!(back["text"], text);
+            assert!(!f.contains(&b'\r'));
+        }
+    }
+
+    #[test]
+    fn an_empty_text_still_has_a_data_line() {
+        let f = encode(&Event::Message(&msg(1, "")));
+        assert!(std::str::from_utf8(&f)
+            .unwrap()
+            .contains("\ndata: {\"id\":1,"));
+    }
+
+    #[test]
+    fn spans_ride_along_in_the_json() {
+        let mut m = msg(2, "see `x`");
+        m.spans = Some(vec![
+            Span::Text {
+                text: "see ".into(),
+            },
+            Span::Code { code: "x".into() },
+        ]);
+        let f = encode(&Event::Message(&m));
+        assert!(std::str::from_utf8(&f)
+            .unwrap()
+            .contains(r#""spans":[{"text":"see "},{"code":"x"}]"#));
+    }
+
+    #[test]
+    fn presence_hello_and_shutdown_events() {
+        let ana = UserName::parse("ana").unwrap();
+        assert_eq!(
+            &*encode(&Event::Join {
+                user: &ana,
+                online: 4
+            }),
+            b"event: join\ndata: {\"user\":\"ana\",\"online\":4}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Leave {
+                user: &ana,
+                online: 3
+            }),
+            b"event: leave\ndata: {\"user\":\"ana\",\"online\":3}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Hello {
+                room: "lobby",
+                online: 3,
+                users: &[ana]
+            }),
+            b"event: hello\ndata: {\"room\":\"lobby\",\"online\":3,\"users\":[\"ana\"]}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Shutdown { retry_ms: 2500 }),
+            b"retry: 2500\nevent: shutdown\ndata: {\"retry\":2500}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Gap {
+                since: 1,
+                first: None
+            }),
+            b"event: gap\ndata: {\"since\":1,\"first\":null}\n\n"
+        );
+    }
+
+    #[test]
+    fn retry_is_in_milliseconds() {
+        assert_eq!(retry(2000), b"retry: 2000\n\n");
+    }
+
+    #[test]
+    fn chunks_carry_hex_lengths_and_skip_empty_data() {
+        let mut out = Vec::new();
+        chunk(&[b'x'; 300], &mut out);
+        assert!(out.starts_with(b"12c\r\n"));
+        assert!(out.ends_with(b"x\r\n"));
+        let mut none = Vec::new();
+        chunk(b"", &mut none);
+        assert!(none.is_empty());
+    }
+}

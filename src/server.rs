@@ -1,0 +1,196 @@
+//! The edges: executor threads, the accept loop with its connection limit,
+//! signals, and the drain at shutdown.
+//!
+//! One smol `Executor` runs on `--threads` OS threads (the main thread is
+//! one of them), so a 4-core Pi uses every core. Each accepted connection
+//! is a task; a panic inside one (a bug: the guard is meant to make them
+//! impossible) is caught and logged, so it costs one connection and never an
+//! executor thread. SIGINT/SIGTERM fire the shutdown signal: the listener
+//! closes, streams get `event: shutdown`, idle keep-alives close, and we
+//! wait at most [`DRAIN`] for the rest.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{FutureExt, StreamExt};
+use smol::{Async, Executor, Timer};
+
+use crate::app::App;
+use crate::http::conn::{self, Stream};
+use crate::http::reply::ApiError;
+
+/// Longest wait for open connections to finish after a shutdown signal.
+pub const DRAIN: Duration = Duration::from_millis(1500);
+/// Connections being turned away at once; past this they are just closed.
+const MAX_REFUSING: usize = 64;
+
+/// Binds `addr` with a deep backlog and `SO_REUSEADDR` (a restarted
+/// server can rebind at once).
+pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv4 too, as users expect of "listen everywhere".
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Runs the server on `listener` until SIGINT/SIGTERM (or until
+/// `app.shutdown` is triggered), then drains and returns.
+pub fn run(listener: StdListener, app: App) -> io::Result<()> {
+    let listener = Async::new(listener)?;
+    let ex = Arc::new(Executor::new());
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let mut workers = Vec::new();
+    for i in 1..app.config.threads {
+        let (ex, stop_rx) = (ex.clone(), stop_rx.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("smolchat-{i}"))
+                .spawn(move || smol::block_on(ex.run(stop_rx.recv())))?,
+        );
+    }
+    let result = smol::block_on(ex.run(async {
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+        let shutdown = app.shutdown.clone();
+        ex.spawn(async move {
+            if signals.next().await.is_some() {
+                log::info!("signal received, shutting down");
+                shutdown.trigger();
+            }
+        })
+        .detach();
+        accept_loop(&ex, &listener, &app)
+            .or(app.shutdown.wait())
+            .await;
+        drop(listener);
+        app.shutdown.trigger();
+        let drained = async {
+            app.tracker.wait_idle().await;
+            true
+        }
+        .or(async {
+            Timer::after(DRAIN).await;
+            false
+        })
+        .await;
+        if !drained {
+            log::warn!(
+                "{} connections still open after {DRAIN:?}; exiting anyway",
+                app.tracker.open()
+            );
+        }
+        Ok::<(), io::Error>(())
+    }));
+    drop(stop_tx);
+    for w in workers {
+        let _ = w.join();
+    }
+    result
+}
+
+async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>, app: &App) {
+    let refusing = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors, usually: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        app.metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        match app.tracker.try_enter(app.config.max_connections) {
+            Some(guard) => {
+                let app = app.clone();
+                ex.spawn(async move {
+                    let _guard = guard;
+                    if AssertUnwindSafe(conn::serve(app, stream, peer))
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        log::error!("a connection task panicked; the connection was dropped");
+                    }
+                })
+                .detach();
+            }
+            None => {
+                app.metrics
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
+                    refusing.fetch_add(1, Ordering::Relaxed);
+                    let refusing = refusing.clone();
+                    ex.spawn(async move {
+                        refuse_busy(stream).await;
+                        refusing.fetch_sub(1, Ordering::Relaxed);
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+}
+
+/// Answers `503` to a connection over `--max-connections` and closes it.
+/// Reads the request head first (briefly), so the client is not reset
+/// before it sees the answer.
+async fn refuse_busy(stream: Stream) {
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.get_ref().set_nodelay(true);
+    let mut buf = vec![0u8; 2048];
+    let mut r = &stream;
+    async {
+        let _ = r.read(&mut buf).await;
+    }
+    .or(async {
+        Timer::after(Duration::from_millis(500)).await;
+    })
+    .await;
+    let err = ApiError::TooManyConnections;
+    let body = serde_json::json!({ "error": err.message() }).to_string();
+    let res = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut w = &stream;
+    let _ = w
+        .write_all(res.as_bytes())
+        .or(async {
+            Timer::after(Duration::from_secs(1)).await;
+            Ok(())
+        })
+        .await;
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+}
+
+/// Raises the soft open-file limit to the hard limit and returns it.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let target = lim.maximum;
+    if target != lim.current {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: target,
+                maximum: lim.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current
+}

@@ -1,0 +1,143 @@
+//! The shutdown signal and the "every connection has finished" waiter.
+//!
+//! [`Shutdown`] is a flag plus an event: long-lived futures race their work
+//! against [`Shutdown::wait`]. [`Tracker`] counts open connections; each
+//! connection holds a [`ConnGuard`] whose drop decrements the count, and the
+//! server waits for zero (or its deadline) before exiting.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use event_listener::Event;
+
+/// A one-way "stop now" signal, cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<ShutdownInner>);
+
+#[derive(Debug, Default)]
+struct ShutdownInner {
+    stopped: AtomicBool,
+    event: Event,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fires the signal; every current and future waiter returns.
+    pub fn trigger(&self) {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        self.0.event.notify(usize::MAX);
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.0.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Counts live connections.
+#[derive(Clone, Debug, Default)]
+pub struct Tracker(Arc<TrackerInner>);
+
+#[derive(Debug, Default)]
+struct TrackerInner {
+    open: AtomicUsize,
+    idle: Event,
+}
+
+impl Tracker {
+    /// Registers a connection if fewer than `max` are open.
+    pub fn try_enter(&self, max: usize) -> Option<ConnGuard> {
+        let mut n = self.0.open.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match self
+                .0
+                .open
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(ConnGuard(self.clone())),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            if self.open() == 0 {
+                return;
+            }
+            let listener = self.0.idle.listen();
+            if self.open() == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Held by a connection for its whole life.
+#[derive(Debug)]
+pub struct ConnGuard(Tracker);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0 .0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0 .0.idle.notify(usize::MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_caps_and_waits_for_zero() {
+        let t = Tracker::default();
+        let a = t.try_enter(2).unwrap();
+        let b = t.try_enter(2).unwrap();
+        assert!(t.try_enter(2).is_none());
+        let t2 = t.clone();
+        let waiter = std::thread::spawn(move || smol::block_on(t2.wait_idle()));
+        drop(a);
+        drop(b);
+        waiter.join().unwrap();
+        assert_eq!(t.open(), 0);
+    }
+
+    #[test]
+    fn shutdown_wakes_waiters_before_and_after() {
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || smol::block_on(s2.wait()));
+        s.trigger();
+        waiter.join().unwrap();
+        smol::block_on(s.wait());
+    }
+}
