@@ -120,7 +120,11 @@ pub fn decode(
             }
         }
     };
-    let user = match body_user.as_deref().or(query_user).or(header_user) {
+    // An empty name (a form whose name box was left blank) means anonymous.
+    let user = match given(body_user.as_deref())
+        .or(given(query_user))
+        .or(given(header_user))
+    {
         Some(u) => UserName::parse(u).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         None => UserName::anonymous(),
     };
@@ -128,6 +132,10 @@ pub fn decode(
         user,
         text: clean_text(&text)?,
     })
+}
+
+fn given(user: Option<&str>) -> Option<&str> {
+    user.filter(|u| !u.trim().is_empty())
 }
 
 /// Normalizes line ends and refuses text a chat line cannot hold.
