@@ -1,0 +1,168 @@
+//! Backpressure end to end: a subscriber that stops reading holds posters
+//! back, posts then get 503 and are neither stored nor delivered, the stalled
+//! subscriber is cut after --slow-timeout, and a reading subscriber gets
+//! every accepted message exactly once, in order, throughout.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{read_response, Server, WAIT};
+
+/// A client socket with a tiny receive buffer that sends a stream request
+/// and never reads.
+fn stalled_subscriber(s: &Server, path: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect_timeout(&s.addr.into(), WAIT).unwrap();
+    let mut stream: TcpStream = sock.into();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    stream
+}
+
+#[test]
+fn a_stalled_subscriber_holds_posts_back_then_is_cut_while_others_get_everything() {
+    let publish_timeout = Duration::from_millis(500);
+    let s = Server::start(&[
+        "--buffer",
+        "4",
+        "--publish-timeout",
+        "500ms",
+        "--slow-timeout",
+        "2s",
+        "--rate",
+        "0",
+        "--max-message-bytes",
+        "8192",
+    ]);
+    let path = "/rooms/bp/events";
+
+    // A subscriber that reads everything, on its own thread.
+    let mut reader = s.sse(path);
+    reader.until("hello");
+    let collector = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            let m = reader.until("message").json();
+            if m["text"] == "done" {
+                return got;
+            }
+            got.push((
+                m["id"].as_u64().unwrap(),
+                m["text"].as_str().unwrap().to_string(),
+            ));
+        }
+    });
+
+    let stalled = stalled_subscriber(&s, path);
+    s.wait_metric("smolchat_subscribers", 2);
+
+    // Post big messages on one keep-alive connection until the room pushes back.
+    let mut conn = BufReader::new(s.connect());
+    let mut post = |text: &str| {
+        let req = support::post_bytes(
+            "/rooms/bp/messages",
+            &["Content-Type: text/plain"],
+            text.as_bytes(),
+        );
+        conn.get_mut().write_all(&req).unwrap();
+        let started = Instant::now();
+        let r = read_response(&mut conn).unwrap();
+        (r, started.elapsed())
+    };
+    let filler = "x".repeat(4000);
+    let mut accepted = Vec::new();
+    let refused = loop {
+        assert!(
+            accepted.len() < 500,
+            "posts never waited: the stalled subscriber did not hold the room"
+        );
+        let text = format!("{}-{filler}", accepted.len() + 1);
+        let (r, took) = post(&text);
+        match r.status {
+            201 => accepted.push((r.json()["id"].as_u64().unwrap(), text)),
+            503 => break (r, took, text),
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    };
+    let (r, took, refused_text) = refused;
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.error().contains("congested"), "{}", r.error());
+    assert!(
+        took >= publish_timeout - Duration::from_millis(50),
+        "503 came after {took:?}, before --publish-timeout"
+    );
+    let n = accepted.len() as u64;
+    assert_eq!(
+        accepted.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+
+    // After --slow-timeout without progress the stalled stream is cut, and
+    // posting works again with the next consecutive id.
+    s.wait_metric("smolchat_subscribers_evicted_total", 1);
+    s.wait_metric("smolchat_subscribers", 1);
+    let (r, _) = post("after the cut");
+    assert_eq!(
+        (r.status, r.json()["id"].as_u64()),
+        (201, Some(n + 1)),
+        "the refused post used no id"
+    );
+    accepted.push((n + 1, "after the cut".to_string()));
+    let (r, _) = post("done");
+    assert_eq!(r.status, 201);
+
+    // The reading subscriber got exactly the accepted messages, in order.
+    let got = collector.join().unwrap();
+    assert_eq!(got.len(), accepted.len());
+    assert!(
+        got == accepted,
+        "delivered messages differ from accepted ones"
+    );
+    // The refused message is nowhere: not delivered, not in history.
+    let history = s.get("/rooms/bp/messages?limit=1000").json();
+    assert!(history
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["text"] != refused_text.as_str()));
+    assert_eq!(s.metric("smolchat_posts_refused_total{status=\"503\"}"), 1);
+
+    // The server closed the stalled socket: reading it drains to EOF.
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    let mut sink = Vec::new();
+    let _ = (&stalled).read_to_end(&mut sink);
+}
+
+#[test]
+fn a_reading_subscriber_never_makes_posts_wait() {
+    let s = Server::start(&["--buffer", "2", "--publish-timeout", "30s", "--rate", "0"]);
+    let mut sub = s.sse("/rooms/q/events");
+    sub.until("hello");
+    let poster = {
+        let addr = s.addr;
+        std::thread::spawn(move || {
+            let mut conn = BufReader::new(TcpStream::connect(addr).unwrap());
+            for i in 0..200 {
+                let req = support::post_bytes(
+                    "/rooms/q/messages",
+                    &["Content-Type: text/plain"],
+                    format!("{i}").as_bytes(),
+                );
+                conn.get_mut().write_all(&req).unwrap();
+                assert_eq!(read_response(&mut conn).unwrap().status, 201);
+            }
+        })
+    };
+    let got: Vec<u64> = sub
+        .messages(200)
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    poster.join().unwrap();
+    assert_eq!(got, (1..=200).collect::<Vec<_>>());
+}

@@ -1,0 +1,141 @@
+//! The process from the outside: flags, environment, exit codes, the ready
+//! line, and graceful shutdown on SIGTERM and SIGINT.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::Server;
+
+fn smolchat(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smolchat"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let out = smolchat(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--addr",
+        "--db",
+        "--threads",
+        "--max-connections",
+        "--max-rooms",
+        "--max-message-bytes",
+        "--buffer",
+        "--history",
+        "--replay",
+        "--keepalive",
+        "--publish-timeout",
+        "--slow-timeout",
+        "--header-timeout",
+        "--rate",
+        "--trust-proxy",
+        "--allow-origin",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(help.contains("SMOLCHAT_"));
+    let out = smolchat(&["--version"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("smolchat "));
+}
+
+#[test]
+fn invalid_values_exit_2_with_a_clear_message() {
+    for (args, env, needle) in [
+        (&["--buffer", "0"][..], &[][..], "--buffer"),
+        (&["--addr", "nowhere"], &[], "--addr"),
+        (&["--frobnicate"], &[], "unknown flag --frobnicate"),
+        (&["--publish-timeout", "soon"], &[], "--publish-timeout"),
+        (&["--db", "chat.db"], &[], "--db"),
+        (&[], &[("SMOLCHAT_MAX_ROOMS", "lots")], "--max-rooms"),
+    ] {
+        let out = smolchat(args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with("smolchat: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn flags_can_come_from_the_environment() {
+    let s = Server::start_env(&[], &[("SMOLCHAT_REPLAY", "1"), ("SMOLCHAT_RATE", "0")]);
+    for i in 0..3 {
+        s.say("e", "a", &i.to_string());
+    }
+    let mut sse = s.sse("/rooms/e/events");
+    sse.until("hello");
+    assert_eq!(
+        sse.next_event().id.as_deref(),
+        Some("3"),
+        "SMOLCHAT_REPLAY=1 replays one message"
+    );
+}
+
+#[test]
+fn a_busy_port_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = smolchat(&["--addr", &addr], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("cannot listen"));
+}
+
+fn graceful(signal: &str) {
+    let mut s = Server::start(&[]);
+    let mut streams: Vec<_> = (0..3)
+        .map(|i| s.sse(&format!("/rooms/r{i}/events")))
+        .collect();
+    for sse in &mut streams {
+        sse.until("hello");
+    }
+    let idle = s.connect();
+    let sent = Instant::now();
+    s.signal(signal);
+    for sse in &mut streams {
+        let ev = sse.until("shutdown");
+        let retry = ev.retry.expect("shutdown carries retry");
+        assert!((1000..5000).contains(&retry), "retry {retry}");
+        assert!(sse.next().is_none(), "stream ends after shutdown");
+        assert!(sse.ended, "body ended with the last chunk");
+    }
+    let status = s
+        .wait_exit(Duration::from_secs(2))
+        .expect("exited within 2 s");
+    assert!(status.success(), "{status:?}");
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    drop(idle);
+}
+
+#[test]
+fn sigterm_ends_streams_and_exits_0_within_2s() {
+    graceful("TERM");
+}
+
+#[test]
+fn sigint_ends_streams_and_exits_0_within_2s() {
+    graceful("INT");
+}
+
+#[test]
+fn the_ready_line_names_the_real_port() {
+    let s = Server::start(&[]);
+    assert_ne!(s.addr.port(), 0);
+    assert_eq!(s.get("/healthz").status, 200);
+}
