@@ -216,7 +216,10 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     let mut expect_continue = false;
     let mut close = false;
     let mut sanitized = Vec::with_capacity(head.len());
-    sanitized.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    // async-h1 cannot build a URL from the asterisk form (`OPTIONS *`);
+    // the router answers OPTIONS the same on every path, so use `/`.
+    let url_target = if target == "*" { "/" } else { target };
+    sanitized.extend_from_slice(format!("{method} {url_target} HTTP/1.1\r\n").as_bytes());
     for f in req.headers.iter() {
         // Only printable ASCII got this far, so these are valid UTF-8.
         let value = std::str::from_utf8(f.value)

@@ -97,10 +97,11 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
     let origin = header(&req, "origin").map(str::to_string);
     let method = req.method();
     let result = match resource(req.url().path()) {
+        // A preflight is answered the same on every path.
+        _ if method == Method::Options => Ok(preflight(app, origin.as_deref())),
         Err(e) => Err(e),
         Ok(None) => Err(ApiError::NotFound),
         Ok(Some(res)) => match (method, res) {
-            (Method::Options, _) => Ok(preflight(app, origin.as_deref())),
             (Method::Get | Method::Head, Resource::Page(name)) => {
                 Ok(Reply::Response(page::serve(name, &req)))
             }
