@@ -19,6 +19,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::history::sqlite::SyncMode;
+
 /// One flag: its name, the placeholder for its value (`None` for a switch),
 /// the default shown in `--help`, and what it does.
 struct Flag {
@@ -145,6 +147,10 @@ pub struct Config {
     pub addr: SocketAddr,
     /// History store path; `:memory:` for none.
     pub db: String,
+    /// SQLite `synchronous` level.
+    pub sync: SyncMode,
+    /// Messages older than this are deleted, if set.
+    pub max_age: Option<Duration>,
     /// Executor threads.
     pub threads: usize,
     /// Open connections allowed at once.
@@ -178,10 +184,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration with every default: what `smolchat` runs with when
-    /// given no flags, except for the thread count, which is 2 here.
+    /// The configuration with every default except `--db :memory:`.
     pub fn defaults() -> Self {
-        match parse(Vec::<OsString>::new(), |_| None) {
+        match parse(["--db", ":memory:"], |_| None) {
             Ok(Command::Run(c)) => *c,
             _ => unreachable!("the defaults are valid"),
         }
@@ -343,12 +348,29 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
             err(format!("invalid value for --addr: expected IP:PORT like 0.0.0.0:8080 or [::]:8080, got {s:?}"))
         })?,
     };
-    let db = one("db").unwrap_or(":memory:").to_string();
-    if db != ":memory:" {
-        return err(format!(
-            "--db {db:?}: only --db :memory: is supported by this build (the durable store is not built in yet)"
-        ));
+    let db = one("db").unwrap_or("smolchat.db").to_string();
+    if db.is_empty() {
+        return err("invalid value for --db: expected a file path or :memory:");
     }
+    let sync = match one("sync") {
+        None => SyncMode::Full,
+        Some(s) => SyncMode::parse(s).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid value for --sync: expected full or normal, got {s:?}"
+            ))
+        })?,
+    };
+    let max_age = match one("max-age") {
+        None => None,
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                return err(format!(
+                    "invalid value for --max-age: expected a duration like 30d or 12h, got {s:?}"
+                ))
+            }
+        },
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let trust_proxy = match one("trust-proxy") {
         None => false,
@@ -375,6 +397,8 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
     Ok(Config {
         addr,
         db,
+        sync,
+        max_age,
         threads: num("threads", cores, 1, 1024)?,
         max_connections: num("max-connections", 4096, 1, 1_000_000)?,
         max_rooms: num("max-rooms", 1024, 1, 1_000_000)?,
@@ -524,7 +548,9 @@ mod tests {
             (&["--publish-timeout", "5 parsecs"], "--publish-timeout"),
             (&["--allow-origin", "example.org/x"], "--allow-origin"),
             (&["--replay", "2000"], "--replay"),
-            (&["--db", "chat.db"], "--db"),
+            (&["--db", ""], "--db"),
+            (&["--sync", "sometimes"], "--sync"),
+            (&["--max-age", "forever"], "--max-age"),
             (&["--nope"], "--nope"),
             (&["stray"], "stray"),
             (&["--buffer"], "--buffer"),

@@ -44,10 +44,19 @@ fn main() -> ExitCode {
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.addr.to_string(), |a| a.to_string());
-    let app = App::new(config, Pipeline::none());
+    let app = match App::open(config, Pipeline::none()) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("smolchat listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    match server::run(listener, app) {
+    let result = server::run(listener, app.clone());
+    // Commit whatever posts are still queued before exiting.
+    app.close_store();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("smolchat: {e}");
