@@ -31,10 +31,9 @@
 //! assert_eq!(run("i dont recieve @teh at teh.com"), "i don't receive @teh at teh.com");
 //! ```
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::scan;
+use super::scan::{self, FastMap};
 
 /// The dictionary: `misspelling fix` per line.
 const DICTIONARY: &str = include_str!("data/autocorrect.txt");
@@ -46,7 +45,7 @@ const CLOSING: &[char] = &[
 
 /// The parsed dictionary.
 struct Table {
-    fixes: HashMap<&'static str, &'static str>,
+    fixes: FastMap<&'static str, &'static str>,
     /// Shortest and longest misspelling, in bytes: other words skip the lookup.
     shortest: usize,
     longest: usize,
@@ -55,7 +54,7 @@ struct Table {
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let fixes: HashMap<_, _> = entries(DICTIONARY).collect();
+        let fixes: FastMap<_, _> = entries(DICTIONARY).collect();
         Table {
             shortest: fixes.keys().map(|k| k.len()).min().unwrap_or(0),
             longest: fixes.keys().map(|k| k.len()).max().unwrap_or(0),

@@ -44,10 +44,10 @@
 //! assert_eq!(run("`shit` in code stays"), "`shit` in code stays");
 //! ```
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::scan::FastMap;
 use super::{CensorMode, ConfigError, Refusal};
 
 /// The built-in list, in the `--censor-words` format.
@@ -103,9 +103,14 @@ impl Censor {
 /// (`[1, 2]`). Keying on the collapsed form makes `shiiiit` one lookup.
 #[derive(Debug, Default)]
 pub(crate) struct WordList {
-    entries: HashMap<String, Vec<Vec<u32>>>,
-    /// The longest key, in characters: longer words are not looked up.
+    entries: FastMap<String, Vec<Vec<u32>>>,
+    /// The shortest and longest key, in characters: other words are not
+    /// looked up.
+    shortest: usize,
     longest: usize,
+    /// The first letter of every key: most words fail this test and skip
+    /// the lookup.
+    firsts: Vec<char>,
 }
 
 impl WordList {
@@ -130,8 +135,19 @@ impl WordList {
             if words.len() != 1 || !units.iter().any(|u| u.src.is_alphabetic()) {
                 return Err(problem("has no letters"));
             }
-            let (key, counts) = collapse(&units);
-            list.longest = list.longest.max(key.chars().count());
+            let mut key = String::new();
+            let mut counts = Vec::new();
+            collapse(&units, &mut key, &mut counts);
+            let chars = key.chars().count();
+            list.shortest = if list.entries.is_empty() {
+                chars
+            } else {
+                list.shortest.min(chars)
+            };
+            list.longest = list.longest.max(chars);
+            if let Some(first) = key.chars().next().filter(|c| !list.firsts.contains(c)) {
+                list.firsts.push(first);
+            }
             let mins = list.entries.entry(key).or_default();
             if !mins.contains(&counts) {
                 mins.push(counts);
@@ -147,6 +163,7 @@ impl WordList {
     fn find(&self, s: &str) -> Vec<Range<usize>> {
         let (units, words) = tokenize(s);
         let mut found = Vec::new();
+        let mut scratch = Scratch::default();
         let mut i = 0;
         while i < words.len() {
             // A chain: single letters, each joined to the next by one separator.
@@ -154,11 +171,12 @@ impl WordList {
             while j + 1 < words.len() && joined(s, &words[j], &words[j + 1]) {
                 j += 1;
             }
-            if j > i && self.matches(&units[words[i].units.start..words[j].units.end]) {
+            let chain = &units[words[i].units.start..words[j].units.end];
+            if j > i && self.matches(chain, &mut scratch) {
                 found.push(words[i].start..words[j].end);
             } else {
                 for w in &words[i..=j] {
-                    if let Some(r) = self.match_word(&units, w) {
+                    if let Some(r) = self.match_word(&units, w, &mut scratch) {
                         found.push(r);
                     }
                 }
@@ -170,34 +188,45 @@ impl WordList {
 
     /// The range to mask if `w` is a listed word, trying it also without
     /// leading symbols (`@shit` is a mention of `shit`, not `ashit`).
-    fn match_word(&self, units: &[Unit], w: &Word) -> Option<Range<usize>> {
+    fn match_word(&self, units: &[Unit], w: &Word, scratch: &mut Scratch) -> Option<Range<usize>> {
         let u = &units[w.units.clone()];
-        if self.matches(u) {
+        if self.matches(u, scratch) {
             return Some(w.start..w.end);
         }
         let lead = u
             .iter()
             .take_while(|u| matches!(u.src, '@' | '$' | '!'))
             .count();
-        (lead > 0 && lead < u.len() && self.matches(&u[lead..])).then(|| u[lead].start..w.end)
+        (lead > 0 && lead < u.len() && self.matches(&u[lead..], scratch))
+            .then(|| u[lead].start..w.end)
     }
 
     /// Whether `units`, read as one word, is a listed word.
-    fn matches(&self, units: &[Unit]) -> bool {
-        if !units.iter().any(|u| u.src.is_alphabetic()) {
+    fn matches(&self, units: &[Unit], scratch: &mut Scratch) -> bool {
+        let Some(first) = units.first() else {
+            return false;
+        };
+        if !self.firsts.contains(&first.ch) || !units.iter().any(|u| u.src.is_alphabetic()) {
             return false;
         }
-        // Count distinct runs first, so an over-long word costs no allocation.
         let runs = 1 + units.windows(2).filter(|w| w[0].ch != w[1].ch).count();
-        if runs > self.longest {
+        if runs < self.shortest || runs > self.longest {
             return false;
         }
-        let (key, counts) = collapse(units);
-        self.entries.get(&key).is_some_and(|mins| {
+        let Scratch { key, counts } = scratch;
+        collapse(units, key, counts);
+        self.entries.get(key.as_str()).is_some_and(|mins| {
             mins.iter()
                 .any(|m| counts.iter().zip(m).all(|(c, m)| c >= m))
         })
     }
+}
+
+/// Buffers reused across the lookups of one message.
+#[derive(Default)]
+struct Scratch {
+    key: String,
+    counts: Vec<u32>,
 }
 
 /// One letter of a word as the matcher reads it.
@@ -207,9 +236,15 @@ struct Unit {
     ch: char,
     /// The character as written.
     src: char,
-    /// Its byte range in the text.
+    /// Where it starts in the text, in bytes.
     start: usize,
-    end: usize,
+}
+
+impl Unit {
+    /// Where it ends in the text, in bytes.
+    fn end(&self) -> usize {
+        self.start + self.src.len_utf8()
+    }
 }
 
 /// A word: its units and the byte range from its first to its last unit.
@@ -245,7 +280,7 @@ fn tokenize(s: &str) -> (Vec<Unit>, Vec<Word>) {
                 words.push(Word {
                     units: first..units.len(),
                     start: units[first].start,
-                    end: units[units.len() - 1].end,
+                    end: units[units.len() - 1].end(),
                 });
             }
         }
@@ -257,7 +292,6 @@ fn tokenize(s: &str) -> (Vec<Unit>, Vec<Word>) {
                 ch: fold(c),
                 src: c,
                 start: i,
-                end: i + c.len_utf8(),
             });
         } else if !(is_glue(c) && open.is_some()) {
             close(&mut units, &mut open);
@@ -277,10 +311,10 @@ fn joined(s: &str, a: &Word, b: &Word) -> bool {
         && gap.next().is_none()
 }
 
-/// The collapsed key of `units` and each key letter's repeat count.
-fn collapse(units: &[Unit]) -> (String, Vec<u32>) {
-    let mut key = String::new();
-    let mut counts: Vec<u32> = Vec::new();
+/// Writes the collapsed key of `units`, and each key letter's repeat count.
+fn collapse(units: &[Unit], key: &mut String, counts: &mut Vec<u32>) {
+    key.clear();
+    counts.clear();
     let mut last = None;
     for u in units {
         if last == Some(u.ch) {
@@ -293,17 +327,18 @@ fn collapse(units: &[Unit]) -> (String, Vec<u32>) {
             last = Some(u.ch);
         }
     }
-    (key, counts)
 }
 
 /// Reads one character as the letter it stands for.
 fn fold(c: char) -> char {
-    // Fullwidth forms of ASCII (U+FF01..U+FF5E) sit at a fixed offset.
     let c = match c {
-        '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
-        _ => c,
+        _ if c.is_ascii() => c.to_ascii_lowercase(),
+        // Fullwidth forms of ASCII (U+FF01..U+FF5E) sit at a fixed offset.
+        '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0)
+            .unwrap_or(c)
+            .to_ascii_lowercase(),
+        _ => c.to_lowercase().next().unwrap_or(c),
     };
-    let c = c.to_lowercase().next().unwrap_or(c);
     match c {
         'à'..='å' | '@' | '4' => 'a',
         'ç' => 'c',

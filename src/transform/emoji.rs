@@ -35,10 +35,9 @@
 //! assert_eq!(run("at 10:30 use std::io, not :Penguin"), "at 10:30 use std::io, not :Penguin");
 //! ```
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::scan;
+use super::scan::{self, FastMap};
 
 /// `emoticon emoji` per line.
 const EMOTICONS: &str = include_str!("data/emoticons.txt");
@@ -50,22 +49,32 @@ const MAX_NAME: usize = 32;
 
 /// The parsed tables.
 struct Tables {
-    emoticons: HashMap<&'static str, &'static str>,
+    emoticons: FastMap<&'static str, &'static str>,
     /// Emoticon lengths in bytes, longest first, so `:-)` wins over `:-`.
     lengths: Vec<usize>,
-    shortcodes: HashMap<&'static str, &'static str>,
+    /// The first two bytes of every emoticon: most places fail this test
+    /// and skip the lookups.
+    prefixes: Vec<[u8; 2]>,
+    shortcodes: FastMap<&'static str, &'static str>,
 }
 
 fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| {
-        let emoticons: HashMap<_, _> = entries(EMOTICONS).collect();
+        let emoticons: FastMap<_, _> = entries(EMOTICONS).collect();
         let mut lengths: Vec<usize> = emoticons.keys().map(|k| k.len()).collect();
         lengths.sort_unstable_by(|a, b| b.cmp(a));
         lengths.dedup();
+        let mut prefixes: Vec<[u8; 2]> = emoticons
+            .keys()
+            .filter_map(|k| Some([*k.as_bytes().first()?, *k.as_bytes().get(1)?]))
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
         Tables {
             emoticons,
             lengths,
+            prefixes,
             shortcodes: entries(SHORTCODES).collect(),
         }
     })
@@ -97,6 +106,11 @@ pub(crate) fn apply(prose: &str) -> Option<String> {
             (hit.0, Some(hit.1))
         } else if let Some(hit) = emoticon(tables, rest, prev) {
             (hit.0, Some(hit.1))
+        } else if c.is_ascii_alphanumeric() {
+            // The rest of the word cannot start anything: every rule wants
+            // white space, punctuation or a colon before it.
+            let run = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+            (run, None)
         } else {
             (c.len_utf8(), None)
         };
@@ -154,6 +168,10 @@ fn shortcode(tables: &Tables, s: &str, prev: Option<char>) -> Option<(usize, &'s
 /// An emoticon standing alone at the start of `s`: its length and emoji.
 fn emoticon(tables: &Tables, s: &str, prev: Option<char>) -> Option<(usize, &'static str)> {
     if !prev.is_none_or(char::is_whitespace) {
+        return None;
+    }
+    let prefix = s.as_bytes().get(..2)?;
+    if !tables.prefixes.iter().any(|p| p == prefix) {
         return None;
     }
     tables.lengths.iter().find_map(|&n| {

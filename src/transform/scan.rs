@@ -1,10 +1,46 @@
 //! Small character tests shared by the prose transforms: where a token
 //! starts, and how long a URL is.
 //!
+//! Also the hash the transforms' tables use: [`FastMap`].
+//!
 //! The transforms are hand-written scanners over `char`s rather than
 //! regular expressions: the regex crate would add a few hundred kilobytes to
 //! a binary meant for a Raspberry Pi, and every rule here is a one-character
 //! look behind or a short look ahead that reads plainly as code.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A map for the transforms' tables, hashed with FNV-1a.
+///
+/// The keys are a few bytes long, and SipHash, std's default, spent more time
+/// per lookup than the scanning around it. SipHash defends a map against
+/// keys chosen to collide, but these tables are built from our own data (or
+/// the operator's word list) and never take keys from a message; a message
+/// can only look keys up, which costs it one probe sequence of a table it
+/// cannot change.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// The 64-bit FNV-1a hash.
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 /// Whether a token may start after `prev` (the character before it, `None`
 /// at the start of a piece of prose): after white space or an opening
