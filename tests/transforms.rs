@@ -108,6 +108,8 @@ fn censor_sees_through_common_obfuscations() {
             ("shit!!!", "****!!!"),
             ("@shit", "@****"),
             ("(shit)", "(****)"),
+            // URLs are text like any other here: no way around the filter.
+            ("http://example.com/shit", "http://example.com/****"),
         ],
     );
 }
@@ -484,6 +486,16 @@ fn code_is_protected_whatever_the_order() {
             "{order:?}"
         );
     }
+    // The edge of a code span is a word boundary.
+    check_table(
+        &pipeline("censor,autocorrect,emoji"),
+        &[
+            ("`x` :)", "`x` 🙂"),
+            ("`x`:)", "`x`🙂"),
+            ("`x`shit", "`x`****"),
+            ("teh`x`", "the`x`"),
+        ],
+    );
     // Without `code`, the text is protected all the same; there are no spans.
     let out = pipeline("censor,autocorrect,emoji")
         .apply(Draft::new(text))

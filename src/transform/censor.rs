@@ -11,7 +11,9 @@
 //!
 //! - case and width: `SHIT`, `Ｓｈｉｔ`; common Latin accents: `shït`;
 //! - look-alikes: `1 ! l` read as `i`, `3` as `e`, `0` as `o`, `@ 4` as `a`,
-//!   `$ 5` as `s`, `7` as `t`: `sh1t`, `$hit`, `@ss`, `bu11sh!t`;
+//!   `$ 5` as `s`, `7` as `t`: `sh1t`, `$hit`, `@ss`, `bu11sh!t` (since `1`
+//!   stands for both `i` and `l`, those two are one letter here: a list
+//!   with `hell` masks `heil` too);
 //! - repeated letters: `shiiiit`, `fuuuck` (a listed word's own doubles stay
 //!   required, so `ass` matches `asss` but never the word `as`);
 //! - invisible characters (zero-width spaces, soft hyphens, combining marks)
@@ -20,12 +22,15 @@
 //!   read as one word: `s.h.i.t`, `f-u-c-k`, `a s s`.
 //!
 //! Deliberately not caught, because every rule that would catch them also
-//! masks innocent text: words glued to other words (`fuckface` must be
-//! listed to be masked), letters split unevenly (`sh it`, which would make
-//! `pen is` read as `penis`), homoglyphs from other scripts (Cyrillic `ѕ`),
-//! and a word hidden inside a URL's other words. Trailing `!` is punctuation
-//! (`shit!!` masks as `****!!`). Words made only of digits and symbols are
-//! never masked (`455` is a number).
+//! masks innocent text: words glued to other words (`shitpost`; list the
+//! compound to mask it), letters split unevenly (`sh it`, which would make
+//! `pen is` read as `penis`), and homoglyphs from other scripts (Cyrillic
+//! `ѕ`). Trailing `!` is punctuation (`shit!!` masks as `****!!`). Words
+//! made only of digits and symbols are never masked (`455` is a number).
+//!
+//! URLs are not skipped, unlike in `autocorrect` and `emoji`: a listed word
+//! between a URL's slashes and dots is masked like any other, or pasting a
+//! link would be a way around the filter.
 //!
 //! A mask is one `*` per character of the matched text, separators
 //! included: `s.h.i.t` becomes `*******`. Masking never lengthens the text.

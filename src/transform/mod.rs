@@ -15,15 +15,16 @@
 //!                                            -> Err(Refusal)             -> 422
 //! ```
 //!
-//! Inside `apply`, the text is first cut into prose and code ([`code`]
+//! Inside `apply`, the text is first cut into prose and code (`code.rs`
 //! always runs its parser, whether or not `code` is in the list). `censor`,
 //! `autocorrect` and `emoji` then each rewrite the prose pieces only, in
 //! order; the code pieces go back into the text untouched, so code is safe
-//! whatever the order, and the `text` keeps its original markdown. Last, if
-//! `code` is in the list and the text holds code, `spans` are built from the
-//! rewritten prose and the code.
+//! whatever the order, and the `text` keeps its original markdown. Each
+//! prose piece is rewritten on its own, so the edge of a code span counts as
+//! a word boundary. Last, if `code` is in the list and the text holds code,
+//! `spans` are built from the rewritten prose and the code.
 //!
-//! Each transform is one file and one variant of [`Transform`], dispatched
+//! Each transform is one file and one variant of `Transform`, dispatched
 //! in one `match`: the set is closed and known at compile time, so an enum
 //! says more than a `dyn Trait` would. The tables they use are text files in
 //! `data/`, compiled in with `include_str!` and parsed on first use.
@@ -44,8 +45,11 @@
 //!
 //! Write `name.rs` with a `pub(crate) fn apply(prose: &str) -> Option<String>`
 //! (or a struct, if it has settings, like `censor`), add a variant to
-//! [`Transform`], its name to [`NAMES`], one arm to `from_config`, `name` and
-//! `apply`, a table test in `tests/transforms.rs`, and a row in the README.
+//! `Transform`, its name to [`NAMES`], one arm to `from_config`, `name` and
+//! `apply`, a table test in `tests/transforms.rs`, and a section in the
+//! README. A transform sees only prose; it must not panic, must cost time
+//! linear in its input, and must not add backticks or line breaks, which
+//! would move where code is.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -298,7 +302,7 @@ impl Pipeline {
             .collect();
         let code_len = text.len() - prose.iter().map(|p| p.len()).sum::<usize>();
         let limit = max_output_len(text.len());
-        let mut spans = false;
+        let mut want_spans = false;
         for step in &self.steps {
             match step {
                 Transform::Censor(censor) => {
@@ -310,11 +314,11 @@ impl Pipeline {
                 }
                 Transform::Autocorrect => rewrite(&mut prose, code_len, limit, autocorrect::apply),
                 Transform::Emoji => rewrite(&mut prose, code_len, limit, emoji::apply),
-                Transform::Code => spans = true,
+                Transform::Code => want_spans = true,
             }
         }
         let has_code = pieces.iter().any(|p| matches!(p, Piece::Code { .. }));
-        let spans = (spans && has_code).then(|| code::spans(&pieces, &prose));
+        let spans = (want_spans && has_code).then(|| code::spans(&pieces, &prose));
         let rewritten = prose.iter().any(|p| matches!(p, Cow::Owned(_))).then(|| {
             let mut out = String::with_capacity(text.len() + 16);
             let mut prose = prose.iter();
