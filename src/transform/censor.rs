@@ -14,8 +14,9 @@
 //!   `$ 5` as `s`, `7` as `t`: `sh1t`, `$hit`, `@ss`, `bu11sh!t` (since `1`
 //!   stands for both `i` and `l`, those two are one letter here: a list
 //!   with `hell` masks `heil` too);
-//! - repeated letters: `shiiiit`, `fuuuck` (a listed word's own doubles stay
-//!   required, so `ass` matches `asss` but never the word `as`);
+//! - repeated letters: a letter typed three or more times (`shiiit`,
+//!   `fuuuck`, `asss`) stands for one or two of it. A double is spelling,
+//!   not disguise: `asses` never masks `assess`, nor `ass` the word `as`;
 //! - invisible characters (zero-width spaces, soft hyphens, combining marks)
 //!   inside a word;
 //! - single letters joined by one separator each (space `.` `-` `_` `*` `~`),
@@ -222,9 +223,18 @@ impl WordList {
         collapse(units, key, counts);
         self.entries.get(key.as_str()).is_some_and(|mins| {
             mins.iter()
-                .any(|m| counts.iter().zip(m).all(|(c, m)| c >= m))
+                .any(|m| counts.iter().zip(m).all(|(&c, &m)| repeats(c, m)))
         })
     }
+}
+
+/// Whether a letter typed `typed` times matches one listed `listed` times:
+/// exactly, or as a deliberate stretch of three or more.
+///
+/// Found by running every word of an English dictionary through the built-in
+/// list: with "at least as many" instead, `asses` masked `assess`.
+fn repeats(typed: u32, listed: u32) -> bool {
+    typed == listed || (typed >= 3 && typed >= listed)
 }
 
 /// Buffers reused across the lookups of one message.
@@ -427,6 +437,21 @@ mod tests {
         ];
         for (c, want) in cases {
             assert_eq!(fold(c), want, "{c}");
+        }
+    }
+
+    #[test]
+    fn a_double_letter_is_spelling_and_a_triple_is_a_stretch() {
+        let cases = [
+            ("asses", "assess", false),
+            ("ass", "as", false),
+            ("ass", "asss", true),
+            ("shit", "shiit", false),
+            ("shit", "shiiit", true),
+            ("boob", "bob", false),
+        ];
+        for (listed, typed, masked) in cases {
+            assert_eq!(mask(listed, typed) != typed, masked, "{listed} vs {typed}");
         }
     }
 
