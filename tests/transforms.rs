@@ -165,6 +165,43 @@ fn censor_never_masks_innocent_words_that_contain_listed_ones() {
     check_table(&pipeline("censor"), &rows);
 }
 
+/// The Scunthorpe problem at scale: every word of an English dictionary
+/// through `censor` and `autocorrect`. Only listed words (and their
+/// possessives) may be masked, and no real word may be "corrected". This is
+/// how `assess` turned up masked as `asses`.
+#[test]
+#[ignore = "needs /usr/share/dict/american-english or british-english (Debian: wamerican, wbritish)"]
+fn no_dictionary_word_is_masked_or_corrected_unless_listed() {
+    let listed: Vec<&str> = include_str!("../src/transform/data/censor.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let (censor, autocorrect) = (pipeline("censor"), pipeline("autocorrect"));
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for file in [
+        "/usr/share/dict/american-english",
+        "/usr/share/dict/british-english",
+    ] {
+        let Ok(words) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for word in words.lines() {
+            checked += 1;
+            let masked = censor.apply(Draft::new(word)).unwrap().text != word;
+            let base = word.strip_suffix("'s").unwrap_or(word).to_lowercase();
+            if masked != listed.contains(&base.as_str()) {
+                wrong.push(format!("censor: {word}"));
+            }
+            if autocorrect.apply(Draft::new(word)).unwrap().text != word {
+                wrong.push(format!("autocorrect: {word}"));
+            }
+        }
+    }
+    assert!(checked > 0, "no dictionary found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// The Scunthorpe problem again, with a list that holds every word hiding
 /// in those names, to show it is whole-word matching and not the list that
 /// protects them.
