@@ -241,7 +241,10 @@ fn censor_scunthorpe_cases_hold_with_a_list_of_the_hidden_words() {
 
 #[test]
 fn censor_word_files_replace_the_built_in_list() {
-    let p = censor_with("# our room\n\nheck\ndarn  # mild\n", CensorMode::Mask);
+    let p = censor_with(
+        "# our room\n\nheck\ndarn  # mild\nдурак\nscheiße\n",
+        CensorMode::Mask,
+    );
     check_table(
         &p,
         &[
@@ -249,6 +252,9 @@ fn censor_word_files_replace_the_built_in_list() {
             ("DARN it", "**** it"),
             ("h3ck", "****"),
             ("shit", "shit"),
+            // Any script, any case.
+            ("ты ДУРАК", "ты *****"),
+            ("so eine Scheiße!", "so eine *******!"),
         ],
     );
 }
@@ -561,6 +567,42 @@ fn permutations(items: &[&'static str]) -> Vec<Vec<&'static str>> {
         }
     }
     out
+}
+
+/// Cost must be linear in the message (issue 3): 128 KiB of each input that
+/// would make a scan-ahead matcher quadratic. Linear, this takes a few
+/// milliseconds each even in a debug build; quadratic, it takes minutes.
+#[test]
+fn pathological_input_costs_linear_time() {
+    let p = pipeline("censor,autocorrect,emoji,code");
+    let n = 128 * 1024;
+    let ragged: String = (1..)
+        .map(|k| "`".repeat(k) + "x")
+        .scan(0, |len, run| {
+            *len += run.len();
+            (*len <= n).then_some(run)
+        })
+        .collect();
+    let inputs = [
+        ":".repeat(n),
+        "`".repeat(n),
+        "` ".repeat(n / 2),
+        ragged,
+        ": ".repeat(n / 2),
+        "<3 ".repeat(n / 3),
+        "a ".repeat(n / 2),
+        "a.".repeat(n / 2),
+        "a".repeat(n),
+        "\n```\n".repeat(n / 5),
+        ":fire:".repeat(n / 6),
+    ];
+    let start = std::time::Instant::now();
+    for text in inputs {
+        let out = p.apply(Draft::new(text.clone())).unwrap();
+        assert!(out.text.len() <= smolchat::transform::max_output_len(text.len()));
+    }
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
 
 #[test]
