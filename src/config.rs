@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::history::sqlite::SyncMode;
+use crate::transform::{parse_names, CensorMode, TransformConfig};
 
 /// One flag: its name, the placeholder for its value (`None` for a switch),
 /// the default shown in `--help`, and what it does.
@@ -45,99 +46,30 @@ const fn flag(
 }
 
 /// Every flag smolchat takes, in `--help` order.
+#[rustfmt::skip]
 const FLAGS: &[Flag] = &[
-    flag(
-        "addr",
-        Some("ADDR"),
-        "0.0.0.0:8080",
-        "address to listen on (port 0 picks a free one)",
-    ),
-    flag(
-        "db",
-        Some("PATH"),
-        ":memory:",
-        "history store; only :memory: (history lost on exit) for now",
-    ),
+    flag("addr", Some("ADDR"), "0.0.0.0:8080", "address to listen on (port 0 picks a free one)"),
+    flag("db", Some("PATH"), "smolchat.db", "history database file; :memory: keeps history in memory only"),
+    flag("sync", Some("MODE"), "full", "full: a 201 survives power loss; normal: survives a crash of smolchat"),
+    flag("max-age", Some("DURATION"), "none", "also delete messages older than this, e.g. 30d"),
     flag("threads", Some("N"), "number of cores", "executor threads"),
-    flag(
-        "max-connections",
-        Some("N"),
-        "4096",
-        "open connections; more get 503 and are closed",
-    ),
-    flag(
-        "max-rooms",
-        Some("N"),
-        "1024",
-        "rooms; a post or stream that would create one more gets 503",
-    ),
-    flag(
-        "max-message-bytes",
-        Some("N"),
-        "4096",
-        "largest accepted request body, in bytes (413 above)",
-    ),
-    flag(
-        "buffer",
-        Some("N"),
-        "64",
-        "per-room queue: a post waits while the slowest subscriber is N messages behind",
-    ),
+    flag("max-connections", Some("N"), "4096", "open connections; more get 503 and are closed"),
+    flag("max-rooms", Some("N"), "1024", "rooms; a post or stream that would create one more gets 503"),
+    flag("max-message-bytes", Some("N"), "4096", "largest accepted request body, in bytes (413 above)"),
+    flag("buffer", Some("N"), "64", "per-room queue: a post waits while the slowest subscriber is N messages behind"),
     flag("history", Some("N"), "1000", "messages kept per room"),
-    flag(
-        "replay",
-        Some("N"),
-        "50",
-        "messages replayed to a new stream without Last-Event-ID",
-    ),
-    flag(
-        "keepalive",
-        Some("DURATION"),
-        "15s",
-        "comment line on idle streams this often",
-    ),
-    flag(
-        "publish-timeout",
-        Some("DURATION"),
-        "5s",
-        "longest a post waits for a congested room before 503",
-    ),
-    flag(
-        "slow-timeout",
-        Some("DURATION"),
-        "10s",
-        "a stream whose socket accepts nothing this long is cut",
-    ),
-    flag(
-        "header-timeout",
-        Some("DURATION"),
-        "10s",
-        "time allowed to send a request head (and an idle keep-alive)",
-    ),
-    flag(
-        "rate",
-        Some("N"),
-        "5",
-        "posts per second per client (0 turns the limit off)",
-    ),
-    flag(
-        "rate-burst",
-        Some("N"),
-        "10",
-        "posts a client may send at once before --rate applies",
-    ),
-    flag(
-        "trust-proxy",
-        None,
-        "off",
-        "take the client address from the first X-Forwarded-For hop",
-    ),
-    flag(
-        "allow-origin",
-        Some("ORIGIN"),
-        "none",
-        "CORS origin allowed to use the API (repeatable, or *)",
-    ),
+    flag("replay", Some("N"), "50", "messages replayed to a new stream without Last-Event-ID"),
+    flag("keepalive", Some("DURATION"), "15s", "comment line on idle streams this often"),
+    flag("publish-timeout", Some("DURATION"), "5s", "longest a post waits for a congested room before 503"),
+    flag("slow-timeout", Some("DURATION"), "10s", "a stream whose socket accepts nothing this long is cut"),
+    flag("header-timeout", Some("DURATION"), "10s", "time allowed to send a request head (and an idle keep-alive)"),
+    flag("transforms", Some("LIST"), "censor,emoji,code", "message transforms, in order (also: autocorrect; empty for none)"),
+    flag("censor-words", Some("FILE"), "built-in list", "censor's word list: one word per line, # comments"),
+    flag("censor-mode", Some("MODE"), "mask", "censor: mask listed words (****) or refuse the message (422)"),
+    flag("rate", Some("N"), "5", "posts per second per client (0 turns the limit off)"),
+    flag("rate-burst", Some("N"), "10", "posts a client may send at once before --rate applies"),
+    flag("trust-proxy", None, "off", "take the client address from the first X-Forwarded-For hop"),
+    flag("allow-origin", Some("ORIGIN"), "none", "CORS origin allowed to use the API (repeatable, or *)"),
 ];
 
 /// The validated configuration the server runs with.
@@ -181,6 +113,10 @@ pub struct Config {
     pub trust_proxy: bool,
     /// CORS origins; `*` allows any.
     pub allow_origins: Vec<String>,
+    /// The message pipeline's settings; `main` fills in the word list.
+    pub transforms: TransformConfig,
+    /// `--censor-words`: the file `main` reads the word list from.
+    pub censor_words_file: Option<String>,
 }
 
 impl Config {
@@ -393,6 +329,15 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         }
     }
 
+    let mut transforms = TransformConfig::default();
+    if let Some(list) = one("transforms") {
+        transforms.names = parse_names(list)
+            .map_err(|e| ConfigError(format!("invalid value for --transforms: {e}")))?;
+    }
+    if let Some(mode) = one("censor-mode") {
+        transforms.censor_mode = CensorMode::parse(mode)
+            .map_err(|e| ConfigError(format!("invalid value for --censor-mode: {e}")))?;
+    }
     let history = num("history", 1000, 1, 1_000_000)?;
     Ok(Config {
         addr,
@@ -414,6 +359,8 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         rate_burst: num("rate-burst", 10, 1, 1_000_000)? as u32,
         trust_proxy,
         allow_origins,
+        transforms,
+        censor_words_file: one("censor-words").map(str::to_string),
     })
 }
 
@@ -551,6 +498,8 @@ mod tests {
             (&["--db", ""], "--db"),
             (&["--sync", "sometimes"], "--sync"),
             (&["--max-age", "forever"], "--max-age"),
+            (&["--transforms", "censor,sparkle"], "--transforms"),
+            (&["--censor-mode", "shout"], "--censor-mode"),
             (&["--nope"], "--nope"),
             (&["stray"], "stray"),
             (&["--buffer"], "--buffer"),
