@@ -72,8 +72,10 @@ export function explain(result, seconds = result.retryAfter) {
       if (m) return `Not sent: ${sentence(m[2]).replace(/\.$/, '')} (${m[1]}).`;
       return `Not sent: ${reason || 'the server refused this message.'}`;
     }
-    case 413:
-      return `Not sent: this message is too long${reason ? ` (${reason.replace(/\.$/, '')})` : ''}.`;
+    case 413: {
+      const limit = /limit (\d+)/.exec(result.error ?? '');
+      return `Not sent: this message is too long${limit ? ` (the limit is ${limit[1]} bytes)` : ''}.`;
+    }
     default:
       return `Not sent: ${reason || `the server answered ${result.status}.`}`;
   }

@@ -3,6 +3,7 @@
 // with deadlines (never a fixed sleep).
 
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -170,4 +171,50 @@ export async function onlineIn(server, room) {
 export async function subscribers(server) {
   const text = await (await fetch(`${server.url}/metrics`)).text();
   return Number(/^smolchat_subscribers (\d+)/m.exec(text)?.[1]);
+}
+
+/**
+ * A TCP proxy in front of `server` that can drop every connection and
+ * refuse new ones (`down()`) until `up()`: a network cut, as a phone
+ * walking out of Wi-Fi sees it. `heads` collects the request heads seen.
+ */
+export async function startProxy(server) {
+  const sockets = new Set();
+  const heads = [];
+  let isDown = false;
+  const proxy = net.createServer((client) => {
+    if (isDown) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(server.port, '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on('data', (b) => heads.push(b.toString('latin1').split('\r\n\r\n')[0]));
+    client.pipe(upstream).pipe(client);
+    for (const s of [client, upstream]) {
+      s.on('error', () => {});
+      s.on('close', () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${proxy.address().port}`,
+    heads,
+    down() {
+      isDown = true;
+      for (const s of sockets) s.destroy();
+    },
+    up() {
+      isDown = false;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => proxy.close(resolve));
+    },
+  };
 }
