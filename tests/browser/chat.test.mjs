@@ -242,27 +242,72 @@ test('Enter sends, Shift+Enter adds a line, and sending shows progress', async (
 });
 
 test('screenshots: a phone at 360x740 and a desktop', async () => {
-  const room = 'pi';
-  const say = (user, text) => postHttp(server, room, { user, text });
-  const shots = join(ROOT, 'docs');
-  mkdirSync(shots, { recursive: true });
-  const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 1 });
-  const page = await openPage(context, `${server.url}/#${room}`);
-  await setName(page, 'ana');
-  await live(page);
-  await say('bob', 'Is the Pi back up? The kitchen display went blank.');
-  await send(page, 'Yes, restarted it a minute ago 🙂');
-  await waitForMessage(page, 'Yes, restarted it a minute ago 🙂');
-  await say('bob', 'Thanks! What did you run?');
-  await send(page, 'Just `sudo systemctl restart smolchat` and then\n```sh\ncurl -N localhost:8080/events\n```\nto watch the lobby.');
-  await say('cleo', 'Nice. Lunch at 12:30?');
-  await waitForMessage(page, 'Nice. Lunch at 12:30?');
-  await page.locator('#text').fill('Sounds good');
-  await page.screenshot({ path: join(shots, 'screenshot-phone.png') });
+  // A server of its own, so the pictures show a tidy set of rooms.
+  const demo = await startServer(['--rate', '0']);
+  const listeners = new AbortController();
+  try {
+    const room = 'pi';
+    const say = (user, text) => postHttp(demo, room, { user, text });
+    await postHttp(demo, 'lobby', { user: 'cleo', text: 'morning all' });
+    await postHttp(demo, 'kitchen', { user: 'bob', text: 'who took the last oat milk?' });
+    // bob and cleo are online too, listening like any client would.
+    for (const user of ['bob', 'cleo']) {
+      const res = await fetch(`${demo.url}/rooms/${room}/events?user=${user}`, { signal: listeners.signal });
+      assert.equal(res.status, 200);
+    }
+    const shots = join(ROOT, 'docs');
+    mkdirSync(shots, { recursive: true });
+    const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 1 });
+    const page = await openPage(context, `${demo.url}/#${room}`);
+    await setName(page, 'ana');
+    await live(page);
+    await say('bob', 'Is the Pi back up? The kitchen display went blank.');
+    await send(page, 'Yes, restarted it a minute ago 🙂');
+    await waitForMessage(page, 'Yes, restarted it a minute ago 🙂');
+    await say('bob', 'Thanks! What did you run?');
+    await send(page, 'Just `sudo systemctl restart smolchat` and then\n```sh\ncurl -N localhost:8080/events\n```\nto watch the lobby.');
+    await say('cleo', 'Nice. Lunch at 12:30?');
+    await waitForMessage(page, 'Nice. Lunch at 12:30?');
+    await page.locator('#online-count', { hasText: '3 online' }).waitFor();
+    await page.locator('#text').fill('Sounds good');
+    // Nothing sticks out sideways on a 360 px phone.
+    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), 360);
+    assert.equal(await page.$eval('#scroller', (s) => s.scrollWidth <= s.clientWidth), true);
+    await page.screenshot({ path: join(shots, 'screenshot-phone.png') });
 
-  await page.setViewportSize({ width: 1280, height: 800 });
-  await page.locator('#rooms a', { hasText: '#pi' }).waitFor();
-  await page.screenshot({ path: join(shots, 'screenshot-desktop.png') });
-  assert.deepEqual(page.errors, []);
-  await context.close();
+    // On the phone the rooms and people live in a drawer behind the menu button.
+    assert.equal(await page.locator('#side').isVisible(), false);
+    await page.locator('#menu').click();
+    await page.locator('#people li', { hasText: 'cleo' }).waitFor();
+    assert.equal(await page.locator('#menu').getAttribute('aria-expanded'), 'true');
+    await page.keyboard.press('Escape');
+    await page.locator('#side').waitFor({ state: 'hidden' });
+
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#rooms a', { hasText: '#kitchen' }).waitFor();
+    await page.screenshot({ path: join(shots, 'screenshot-desktop.png') });
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  } finally {
+    listeners.abort();
+    await demo.stop();
+  }
+});
+
+test('follows the system colour scheme, and the list is announced politely', async () => {
+  const background = async (colorScheme) => {
+    const context = await browser.newContext({ colorScheme });
+    const page = await openPage(context, `${server.url}/#scheme`);
+    await live(page);
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const list = await page.$eval('#messages', (ol) => [ol.getAttribute('role'), ol.getAttribute('aria-live')]);
+    const labelled = await page.$$eval('input, textarea', (els) => els.every((e) => e.labels.length > 0));
+    await context.close();
+    return { bg, list, labelled };
+  };
+  const light = await background('light');
+  const dark = await background('dark');
+  assert.notEqual(light.bg, dark.bg);
+  assert.deepEqual(light.list, ['log', 'polite']);
+  assert.equal(light.labelled, true);
 });

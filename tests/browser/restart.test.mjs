@@ -100,3 +100,30 @@ test('resume after a network cut: Last-Event-ID brings what was missed, once', a
   await context.close();
   await proxy.close();
 });
+
+test('a gap in history is shown as "some older messages are no longer available"', async () => {
+  const server = await startServer(['--rate', '0', '--history', '2']);
+  servers.push(server);
+  const proxy = await startProxy(server);
+  const context = await browser.newContext();
+  const page = await openPage(context, `${proxy.url}/#short`);
+  await live(page);
+  await postHttp(server, 'short', { user: 'a', text: 'kept' });
+  await waitForMessage(page, 'kept');
+
+  proxy.down();
+  await page.locator('#state[data-state="reconnecting"]').waitFor();
+  for (const text of ['lost 1', 'lost 2', 'lost 3', 'held 1', 'held 2']) {
+    await postHttp(server, 'short', { user: 'a', text });
+  }
+  proxy.up();
+  await live(page, 20000);
+  await waitForMessage(page, 'held 2');
+  await page.locator('#messages .notice-line', { hasText: 'Some older messages are no longer available.' }).waitFor();
+  assert.deepEqual(await bodies(page), ['kept', 'held 1', 'held 2']);
+  // The notice sits where the hole is.
+  const order = await page.$$eval('#messages li.msg .body, #messages .notice-line', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(order, ['kept', 'Some older messages are no longer available.', 'held 1', 'held 2']);
+  await context.close();
+  await proxy.close();
+});
