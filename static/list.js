@@ -17,6 +17,9 @@ import { dayKey, dayLabel, renderMessage } from './render.js';
 const GROUP_MS = 5 * 60 * 1000;
 /** Within this many pixels of the end counts as "at the bottom". */
 const NEAR = 48;
+/** Items kept in the current section; older ones leave the page in batches. */
+const KEEP = 1000;
+const TRIM = 200;
 
 export class MessageList {
   /**
@@ -102,6 +105,10 @@ export class MessageList {
       this.redraw();
     }
     counted();
+    if (this.items.length > KEEP + TRIM) {
+      this.items.splice(0, TRIM);
+      this.redraw();
+    }
     this.showEmpty();
     if (stick) {
       this.toBottom();

@@ -24,6 +24,8 @@
 
 /** How many recent messages a leader hands to a tab that opens later. */
 const RECENT = 200;
+/** Ids remembered for dropping repeats; far more than a server replays. */
+const SEEN = 10000;
 
 /** The ids a tab has shown in the current epoch, and the newest message. */
 class Log {
@@ -50,6 +52,10 @@ class Log {
     if (typeof m?.id !== 'number' || this.seen.has(m.id)) return false;
     this.seen.add(m.id);
     if (!this.last || m.id > this.last.id) this.last = m;
+    if (this.seen.size > SEEN) {
+      const floor = this.last.id - SEEN / 2;
+      this.seen = new Set([...this.seen].filter((id) => id > floor));
+    }
     let i = this.recent.length;
     while (i > 0 && this.recent[i - 1].id > m.id) i--;
     this.recent.splice(i, 0, m);
@@ -317,14 +323,18 @@ function streamRoom({ room, user, log, emit, everLive }) {
 function lockElection(key, lead) {
   const abort = new AbortController();
   let release = null;
+  let stopped = false;
   navigator.locks
     .request(key, { signal: abort.signal }, () => new Promise((resolve) => {
+      // Granted just as the room closed: give the lock straight back.
+      if (stopped) return resolve();
       release = resolve;
       lead();
     }))
     .catch(() => {}); // aborted while waiting: this tab closed the room
   return {
     stop() {
+      stopped = true;
       abort.abort();
       release?.();
     },

@@ -96,6 +96,11 @@ export async function openPage(context, url) {
   page.errors = [];
   page.dialogs = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) {
+      page.errors.push(`console: ${m.text()}`);
+    }
+  });
   page.on('dialog', (d) => {
     page.dialogs.push(d.message());
     d.dismiss().catch(() => {});
