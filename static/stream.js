@@ -19,8 +19,11 @@
 // that arrives twice (a resume overlapping a relay, a new leader replaying)
 // is shown once. Ids are per room and only grow, except when a server that
 // keeps history in memory restarts and counts from 1 again; the leader
-// checks for that after every reconnect and starts a new "epoch" when it
-// happens, so new messages are not mistaken for old ones.
+// checks for that after every reconnect and, when it happens, announces a
+// new "epoch": every tab then forgets the old ids, so new messages are not
+// mistaken for old ones. Only that announcement resets a log; a tab that
+// sees another epoch tag on a message (a new leader that started with an
+// empty log) just takes the tag over and keeps dropping repeats.
 
 /** How many recent messages a leader hands to a tab that opens later. */
 const RECENT = 200;
@@ -98,30 +101,25 @@ export function openRoom({ room, user, onEvent }) {
         onEvent({ t: 'presence', ...presence });
         break;
       case 'epoch':
-        follow(ev.epoch);
+        if (ev.epoch === log.epoch) return;
+        log.reset(ev.epoch);
+        onEvent({ t: 'restart' });
         break;
       case 'message':
-        follow(ev.epoch);
+        log.epoch = ev.epoch;
         if (log.accept(ev.m)) onEvent({ t: 'message', m: ev.m });
         break;
       case 'gap':
-        follow(ev.epoch);
+        log.epoch = ev.epoch;
         onEvent({ t: 'gap', since: ev.since, first: ev.first });
         break;
       case 'sync':
-        follow(ev.epoch);
+        log.epoch = ev.epoch;
         for (const m of ev.messages) apply({ t: 'message', epoch: ev.epoch, m });
         apply({ t: 'presence', ...ev.presence });
         apply({ t: 'state', state: ev.state });
         break;
     }
-  }
-
-  function follow(epoch) {
-    if (log.epoch === epoch) return;
-    const had = log.epoch !== null;
-    log.reset(epoch);
-    if (had) onEvent({ t: 'restart' });
   }
 
   /** As leader: apply here and relay to the other tabs. */

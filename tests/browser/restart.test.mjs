@@ -32,6 +32,10 @@ test('stop and restart on the same port: reconnecting, live, missed messages onc
   await waitForMessage(page, 'before 1');
   await send(page, 'before 2');
   await waitForMessage(page, 'before 2');
+  // A second tab follows the first one's stream through the restart.
+  const tab = await openPage(context, `${first.url}/#ops`);
+  await live(tab);
+  await waitForMessage(tab, 'before 2');
 
   // Every state the connection shows, in order.
   await page.evaluate(() => {
@@ -60,9 +64,10 @@ test('stop and restart on the same port: reconnecting, live, missed messages onc
   await send(page, 'and from the page');
   await waitForMessage(page, 'and from the page');
 
-  assert.deepEqual(await bodies(page), [
-    'before 1', 'before 2', ...missed, 'after', 'and from the page',
-  ]);
+  const all = ['before 1', 'before 2', ...missed, 'after', 'and from the page'];
+  assert.deepEqual(await bodies(page), all);
+  await waitForMessage(tab, 'and from the page');
+  assert.deepEqual(await bodies(tab), all);
   const states = await page.evaluate(() => window.seenStates);
   assert.equal(states[0], 'reconnecting', states.join(' '));
   assert.equal(states.at(-1), 'live', states.join(' '));
