@@ -77,7 +77,12 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
     Ok(Some(match segments.as_slice() {
         [""] | ["index.html"] => Resource::Page("index.html"),
         ["app.js"] => Resource::Page("app.js"),
+        ["list.js"] => Resource::Page("list.js"),
+        ["render.js"] => Resource::Page("render.js"),
+        ["send.js"] => Resource::Page("send.js"),
+        ["stream.js"] => Resource::Page("stream.js"),
         ["style.css"] => Resource::Page("style.css"),
+        ["favicon.svg"] => Resource::Page("favicon.svg"),
         ["events"] => Resource::Events(RoomName::lobby()),
         ["messages"] => Resource::Messages(RoomName::lobby()),
         ["rooms"] | ["rooms", ""] => Resource::Rooms,
