@@ -22,7 +22,9 @@ export const DEADLINE = 15000;
  */
 export async function startServer(args = [], { addr = '127.0.0.1:0' } = {}) {
   if (!existsSync(BIN)) throw new Error(`no smolchat binary at ${BIN}: run cargo build, or set SMOLCHAT_BIN`);
-  const child = spawn(BIN, ['--addr', addr, '--threads', '2', ...args], {
+  // History in memory unless the test names a database.
+  const db = args.includes('--db') ? [] : ['--db', ':memory:'];
+  const child = spawn(BIN, ['--addr', addr, '--threads', '2', ...db, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
@@ -59,15 +61,6 @@ export async function startServer(args = [], { addr = '127.0.0.1:0' } = {}) {
       return result;
     },
   };
-}
-
-/** True when this build of smolchat takes `flag` (it lists every flag in --help). */
-export async function serverHasFlag(flag) {
-  const child = spawn(BIN, ['--help'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let out = '';
-  child.stdout.on('data', (b) => { out += b; });
-  await new Promise((resolve) => child.once('exit', resolve));
-  return out.includes(flag);
 }
 
 /**
