@@ -102,6 +102,7 @@ impl ApiError {
             ApiError::TooManyConnections | ApiError::ShuttingDown | ApiError::TooManyRooms => {
                 Some(1)
             }
+            ApiError::Storage(_) => Some(5),
             _ => None,
         }
     }
