@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
@@ -32,8 +32,11 @@ use crate::room::{NewMessage, Room};
 
 /// Most posts committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
-/// How often an idle writer applies `--max-age` to the whole file.
+/// How often the writer applies `--max-age` to the whole file (rooms that
+/// get posts are also pruned in every commit).
 const AGE_SWEEP: Duration = Duration::from_secs(600);
+/// Longest a busy writer waits to grow a batch (see [`gather`]).
+const COMMIT_DELAY: Duration = Duration::from_micros(300);
 
 /// The answer to one post: the stored message, or why it was not stored.
 pub type Reply = Result<Arc<Message>, StoreError>;
@@ -121,40 +124,64 @@ impl Writer {
 }
 
 fn run(mut db: Option<Db>, jobs: Receiver<Job>, config: WriterConfig, metrics: Arc<Metrics>) {
-    loop {
-        let first = smol::block_on(async { Some(jobs.recv().await) }.or(async {
-            smol::Timer::after(AGE_SWEEP).await;
-            None
-        }));
-        let first = match first {
-            Some(Ok(job)) => job,
-            Some(Err(_)) => break, // closed and drained
-            None => {
-                if let (Some(db), Some(cutoff)) = (db.as_mut(), cutoff(&config)) {
-                    match db.prune_older_than(cutoff) {
-                        Ok(n) if n > 0 => log::info!("deleted {n} messages older than --max-age"),
-                        Ok(_) => {}
-                        Err(e) => log::warn!("{e}"),
-                    }
-                }
-                continue;
-            }
-        };
+    let mut last_sweep = Instant::now();
+    let mut last_batch = 0;
+    while let Ok(first) = jobs.recv_blocking() {
         let mut batch = vec![first];
+        gather(&jobs, &mut batch, last_batch);
+        last_batch = batch.len();
+        if db.is_none() {
+            db = reopen(&config);
+        }
+        commit(&mut db, batch, &config, &metrics);
+        if last_sweep.elapsed() >= AGE_SWEEP {
+            last_sweep = Instant::now();
+            sweep(db.as_mut(), &config);
+        }
+    }
+    // Closed and drained: everything queued is committed.
+    if let Some(db) = db {
+        if let Err(e) = db.checkpoint() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// Adds every queued job to `batch`, then, while it holds fewer than the
+/// last batch did (`expect`), waits up to [`COMMIT_DELAY`] for more: the
+/// clients answered by the last commit are usually a network round trip
+/// away from their next post, and one fsync for all of them beats one each.
+/// A lone poster (last batch of one) never waits.
+fn gather(jobs: &Receiver<Job>, batch: &mut Vec<Job>, expect: usize) {
+    let deadline = Instant::now() + COMMIT_DELAY;
+    loop {
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        if db.is_none() {
-            db = reopen(&config);
+        if batch.len() >= expect.min(MAX_BATCH) || Instant::now() >= deadline {
+            return;
         }
-        commit(&mut db, batch, &config, &metrics);
+        let more = smol::block_on(async { jobs.recv().await.ok() }.or(async {
+            smol::Timer::at(deadline).await;
+            None
+        }));
+        match more {
+            Some(job) => batch.push(job),
+            None => return,
+        }
     }
-    if let Some(db) = db {
-        if let Err(e) = db.checkpoint() {
-            log::warn!("{e}");
+}
+
+/// Applies `--max-age` to the whole file.
+fn sweep(db: Option<&mut Db>, config: &WriterConfig) {
+    if let (Some(db), Some(cutoff)) = (db, cutoff(config)) {
+        match db.prune_older_than(cutoff) {
+            Ok(n) if n > 0 => log::info!("deleted {n} messages older than --max-age"),
+            Ok(_) => {}
+            Err(e) => log::warn!("{e}"),
         }
     }
 }
