@@ -37,9 +37,10 @@
 //! included: `s.h.i.t` becomes `*******`. Masking never lengthens the text.
 //!
 //! Cost: one pass over the text, a word at a time, into buffers reused for
-//! the whole message. A word is looked up only if its length and its first
-//! two letters fit some listed word, which few do, and a chain of single
-//! letters is read a letter at a time and looked up once, at its end.
+//! the whole message. A word is looked up only if it is long enough and
+//! its first two letters fit some listed word, which few do, and a chain of
+//! single letters is read a letter at a time and looked up once, at its
+//! end.
 //!
 //! # Examples
 //!

@@ -94,6 +94,7 @@ struct Faces {
     by_first: Vec<Vec<Face>>,
 }
 
+/// One emoticon, as [`emoticon`] compares it with the text.
 struct Face {
     bytes: u32,
     /// The bits of `bytes` that hold the face: `len` bytes' worth.
