@@ -605,6 +605,65 @@ fn pathological_input_costs_linear_time() {
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
 
+/// The 4 KiB shapes the bench measures (`benches/transforms.rs`), each of
+/// which takes a short path through a transform, read exactly as the same
+/// words are in a short message: the short paths change what a message
+/// costs, never what it becomes.
+#[test]
+fn pathological_messages_read_as_their_words_do() {
+    let all = pipeline("censor,autocorrect,emoji,code");
+    let default = pipeline("censor,emoji,code");
+    // (message, through the default pipeline, through all four)
+    let rows = [
+        // Over the size limit, so emoji leaves all of it alone.
+        ("<3 ".repeat(1365), "<3 ".repeat(1365), "<3 ".repeat(1365)),
+        ("<3 ".repeat(30), "❤️ ".repeat(30), "❤️ ".repeat(30)),
+        (":fire:".repeat(682), "🔥".repeat(682), "🔥".repeat(682)),
+        (":".repeat(4096), ":".repeat(4096), ":".repeat(4096)),
+        (": ".repeat(2048), ": ".repeat(2048), ": ".repeat(2048)),
+        // One chain of 2048 letters, which is no word.
+        ("a ".repeat(2048), "a ".repeat(2048), "a ".repeat(2048)),
+        ("s.".repeat(2048), "s.".repeat(2048), "s.".repeat(2048)),
+        ("a".repeat(4096), "a".repeat(4096), "a".repeat(4096)),
+        // Chains kept apart by two characters, each a listed word; with
+        // one space between them they would be one chain, and no word.
+        (
+            "s.h.i.t, ".repeat(455),
+            "*******, ".repeat(455),
+            "*******, ".repeat(455),
+        ),
+        (
+            "s.h.i.t ".repeat(512),
+            "s.h.i.t ".repeat(512),
+            "s.h.i.t ".repeat(512),
+        ),
+        (
+            "shit ".repeat(819),
+            "**** ".repeat(819),
+            "**** ".repeat(819),
+        ),
+        (
+            "teh ".repeat(1024),
+            "teh ".repeat(1024),
+            "the ".repeat(1024),
+        ),
+        ("`x`".repeat(1365), "`x`".repeat(1365), "`x`".repeat(1365)),
+    ];
+    for (text, want_default, want_all) in rows {
+        let head = &text[..text.len().min(12)];
+        assert_eq!(
+            default.apply(Draft::new(text.clone())).unwrap().text,
+            want_default,
+            "default: {head:?}…"
+        );
+        assert_eq!(
+            all.apply(Draft::new(text.clone())).unwrap().text,
+            want_all,
+            "all four: {head:?}…"
+        );
+    }
+}
+
 #[test]
 fn the_default_pipeline_is_censor_emoji_code() {
     let p = Pipeline::from_config(&TransformConfig::default()).unwrap();

@@ -46,21 +46,39 @@ const CLOSING: &[char] = &[
 /// The parsed dictionary.
 struct Table {
     fixes: FastMap<&'static str, &'static str>,
-    /// Shortest and longest misspelling, in bytes: other words skip the lookup.
-    shortest: usize,
-    longest: usize,
+    /// For each first letter `a` to `z`, the lengths in bytes of its
+    /// misspellings, as a bit set: most words fail this test and skip
+    /// lowercasing and the lookup.
+    lengths: [u64; 26],
 }
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
         let fixes: FastMap<_, _> = entries(DICTIONARY).collect();
-        Table {
-            shortest: fixes.keys().map(|k| k.len()).min().unwrap_or(0),
-            longest: fixes.keys().map(|k| k.len()).max().unwrap_or(0),
-            fixes,
+        let mut lengths = [0; 26];
+        for wrong in fixes.keys() {
+            // The dictionary tests check that misspellings are lowercase
+            // ASCII; any other line could never match, and is not counted.
+            if let Some(first @ b'a'..=b'z') = wrong.bytes().next() {
+                if wrong.len() < 64 {
+                    lengths[usize::from(first - b'a')] |= 1 << wrong.len();
+                }
+            }
         }
+        Table { fixes, lengths }
     })
+}
+
+impl Table {
+    /// Whether the dictionary may hold `word`, in any case: whether it has
+    /// a misspelling as long, starting with the same letter.
+    fn may_hold(&self, word: &str) -> bool {
+        let Some(first @ b'a'..=b'z') = word.bytes().next().map(|b| b.to_ascii_lowercase()) else {
+            return false;
+        };
+        word.len() < 64 && self.lengths[usize::from(first - b'a')] & (1 << word.len()) != 0
+    }
 }
 
 /// The `(misspelling, fix)` lines of a dictionary text.
@@ -73,28 +91,41 @@ fn entries(text: &str) -> impl Iterator<Item = (&str, &str)> {
 /// Fixes the misspellings in `prose`; `None` when there were none.
 pub(crate) fn apply(prose: &str) -> Option<String> {
     let table = table();
+    let bytes = prose.as_bytes();
     let mut out = String::new();
     let mut copied = 0;
     let mut changed = false;
     let mut key = String::new();
+    let urls = scan::may_hold_url(prose);
     let mut prev = None;
     let mut i = 0;
-    while let Some(c) = prose[i..].chars().next() {
-        if scan::is_token_start(prev) {
-            if let Some(n) = scan::url_len(&prose[i..]) {
-                prev = prose[i..i + n].chars().next_back();
-                i += n;
-                continue;
-            }
-        }
+    while let Some(&b) = bytes.get(i) {
+        let c = if b.is_ascii() {
+            char::from(b)
+        } else {
+            prose[i..].chars().next().unwrap_or_default()
+        };
         if !c.is_alphabetic() {
             prev = Some(c);
             i += c.len_utf8();
             continue;
         }
         let end = word_end(prose, i);
+        // A URL starts with an ASCII letter (`www.` or a scheme).
+        if urls
+            && b.is_ascii_alphabetic()
+            && scan::is_token_start(prev)
+            && scan::may_be_url(&bytes[i..], end - i)
+        {
+            if let Some(n) = scan::url_len(&prose[i..]) {
+                prev = prose[i..i + n].chars().next_back();
+                i += n;
+                continue;
+            }
+        }
         let word = &prose[i..end];
-        let fix = (scan::is_token_start(prev) && ends_word(&prose[end..]))
+        // Cheapest test first: most words are not in the dictionary.
+        let fix = (table.may_hold(word) && scan::is_token_start(prev) && ends_word(&prose[end..]))
             .then(|| lookup(table, word, &mut key))
             .flatten()
             .and_then(|fix| recase(word, fix));
@@ -117,6 +148,18 @@ pub(crate) fn apply(prose: &str) -> Option<String> {
 /// The end of the word starting at `i`: letters, and apostrophes between
 /// letters (`don't` is one word, so the fix for `dont` never touches it).
 fn word_end(s: &str, i: usize) -> usize {
+    // ASCII letters first, a byte at a time; anything else that may go on
+    // a word (a letter beyond ASCII, an apostrophe) goes the long way.
+    let ascii = s.as_bytes()[i..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    let i = i + ascii;
+    match s.as_bytes().get(i) {
+        None => return i,
+        Some(&b) if b.is_ascii() && b != b'\'' => return i,
+        Some(_) => {}
+    }
     let mut chars = s[i..].char_indices().peekable();
     while let Some((at, c)) = chars.next() {
         let inner_apostrophe =
@@ -137,7 +180,7 @@ fn ends_word(rest: &str) -> bool {
 
 /// The dictionary's fix for `word`, whatever its case.
 fn lookup(table: &Table, word: &str, key: &mut String) -> Option<&'static str> {
-    if !word.is_ascii() || word.len() < table.shortest || word.len() > table.longest {
+    if !word.is_ascii() {
         return None;
     }
     key.clear();

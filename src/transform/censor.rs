@@ -36,6 +36,12 @@
 //! A mask is one `*` per character of the matched text, separators
 //! included: `s.h.i.t` becomes `*******`. Masking never lengthens the text.
 //!
+//! Cost: one pass over the text, a word at a time, into buffers reused for
+//! the whole message. A word is looked up only if it is long enough and
+//! its first two letters fit some listed word, which few do, and a chain of
+//! single letters is read a letter at a time and looked up once, at its
+//! end.
+//!
 //! # Examples
 //!
 //! ```
@@ -53,14 +59,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::scan::FastMap;
+use super::scan::{AsciiSet, FastMap};
 use super::{CensorMode, ConfigError, Refusal};
 
 /// The built-in list, in the `--censor-words` format.
 const BUILT_IN: &str = include_str!("data/censor.txt");
 
 /// Characters that may join single letters into one word: `s.h.i.t`.
-const SEPARATORS: [char; 6] = [' ', '.', '-', '_', '*', '~'];
+const SEPARATORS: [u8; 6] = *b" .-_*~";
 
 /// The censor, ready to run: a word list and what to do on a match.
 #[derive(Clone, Debug)]
@@ -81,8 +87,19 @@ impl Censor {
     }
 
     /// Masks or refuses `prose`; `None` when nothing matched.
+    #[cfg(test)]
     pub(crate) fn apply(&self, prose: &str) -> Result<Option<String>, Refusal> {
-        let found = self.words.find(prose);
+        self.apply_with(prose, &mut Scratch::default())
+    }
+
+    /// [`Censor::apply`] with buffers that the caller keeps from one piece
+    /// of prose to the next, so that a message allocates them once.
+    pub(crate) fn apply_with(
+        &self,
+        prose: &str,
+        scratch: &mut Scratch,
+    ) -> Result<Option<String>, Refusal> {
+        let found = self.words.find(prose, scratch);
         if found.is_empty() {
             return Ok(None);
         }
@@ -114,16 +131,24 @@ pub(crate) struct WordList {
     /// looked up.
     shortest: usize,
     longest: usize,
-    /// The first letter of every key: most words fail this test and skip
-    /// the lookup.
+    /// The first letter of every key, as a bit set for ASCII letters and a
+    /// list for the others: most words fail this test and skip the lookup.
+    ascii_firsts: AsciiSet,
     firsts: Vec<char>,
+    /// The first two letters of every key, when both are ASCII: a bit set
+    /// of second letters for each first one. Most words that pass the
+    /// first test fail this one (`fire` starts like `fuck`, not `fi`).
+    ascii_pairs: Vec<AsciiSet>,
 }
 
 impl WordList {
     /// Reads a word list: one word per line, `#` to the end of a line is a
     /// comment, blank lines are ignored.
     pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut list = WordList::default();
+        let mut list = WordList {
+            ascii_pairs: vec![AsciiSet::default(); 128],
+            ..WordList::default()
+        };
         for (n, line) in text.lines().enumerate() {
             let word = line.split('#').next().unwrap_or_default().trim();
             if word.is_empty() {
@@ -137,24 +162,38 @@ impl WordList {
             if !word.chars().all(|c| is_word_char(c) || is_glue(c)) {
                 return Err(problem("is not a single word of letters"));
             }
-            let (units, words) = tokenize(word);
-            if words.len() != 1 || !units.iter().any(|u| u.src.is_alphabetic()) {
+            let mut words = Words::new(word);
+            let mut units = Vec::new();
+            let one_word = words.next_into(&mut units) && !words.next_into(&mut Vec::new());
+            if !one_word || !units.iter().any(|u| u.src.is_alphabetic()) {
                 return Err(problem("has no letters"));
             }
-            let mut key = String::new();
-            let mut counts = Vec::new();
-            collapse(&units, &mut key, &mut counts);
-            let chars = key.chars().count();
+            let mut key = Key::default();
+            units.iter().for_each(|u| key.push(u));
+            let Key {
+                letters, counts, ..
+            } = key;
+            let chars = counts.len();
             list.shortest = if list.entries.is_empty() {
                 chars
             } else {
                 list.shortest.min(chars)
             };
             list.longest = list.longest.max(chars);
-            if let Some(first) = key.chars().next().filter(|c| !list.firsts.contains(c)) {
-                list.firsts.push(first);
+            if let Some(first) = letters.chars().next().filter(|&c| !list.starts(c)) {
+                if first.is_ascii() {
+                    list.ascii_firsts.insert(first);
+                } else {
+                    list.firsts.push(first);
+                }
             }
-            let mins = list.entries.entry(key).or_default();
+            let mut pair = letters.chars();
+            if let (Some(a), Some(b)) = (pair.next(), pair.next()) {
+                if a.is_ascii() && b.is_ascii() {
+                    list.ascii_pairs[usize::from(a as u8)].insert(b);
+                }
+            }
+            let mins = list.entries.entry(letters).or_default();
             if !mins.contains(&counts) {
                 mins.push(counts);
             }
@@ -166,65 +205,146 @@ impl WordList {
     }
 
     /// The byte ranges of `s` to mask, in order and not overlapping.
-    fn find(&self, s: &str) -> Vec<Range<usize>> {
-        let (units, words) = tokenize(s);
+    ///
+    /// One pass, a word at a time: a word of one letter may be part of a
+    /// chain (`s.h.i.t`), which is carried along until a word that does not
+    /// continue it, and then masked whole or not at all. Nothing is kept per
+    /// word, and single letters take a short path, so a message of 2000 of
+    /// them costs no more than one of 700 ordinary words.
+    fn find(&self, s: &str, scratch: &mut Scratch) -> Vec<Range<usize>> {
+        let Scratch { units, key, chain } = scratch;
         let mut found = Vec::new();
-        let mut scratch = Scratch::default();
-        let mut i = 0;
-        while i < words.len() {
-            // A chain: single letters, each joined to the next by one separator.
-            let mut j = i;
-            while j + 1 < words.len() && joined(s, &words[j], &words[j + 1]) {
-                j += 1;
-            }
-            let chain = &units[words[i].units.start..words[j].units.end];
-            if j > i && self.matches(chain, &mut scratch) {
-                found.push(words[i].start..words[j].end);
-            } else {
-                for w in &words[i..=j] {
-                    if let Some(r) = self.match_word(&units, w, &mut scratch) {
-                        found.push(r);
+        let mut words = Words::new(s);
+        loop {
+            let letter = match words.next_letter() {
+                Some(letter) => letter,
+                None => {
+                    if !words.next_into(units) {
+                        break;
                     }
+                    let [letter] = units[..] else {
+                        self.end_chain(chain, &mut found);
+                        found.extend(self.match_word(units, key));
+                        continue;
+                    };
+                    letter
                 }
+            };
+            if !(chain.letters > 0 && joined(s, chain.end, letter.start)) {
+                self.end_chain(chain, &mut found);
+                chain.start = letter.start;
             }
-            i = j + 1;
+            self.add_letter(chain, letter, key);
         }
+        self.end_chain(chain, &mut found);
         found
     }
 
-    /// The range to mask if `w` is a listed word, trying it also without
-    /// leading symbols (`@shit` is a mention of `shit`, not `ashit`).
-    fn match_word(&self, units: &[Unit], w: &Word, scratch: &mut Scratch) -> Option<Range<usize>> {
-        let u = &units[w.units.clone()];
-        if self.matches(u, scratch) {
-            return Some(w.start..w.end);
+    /// Adds a word of one letter to the end of the chain.
+    fn add_letter(&self, chain: &mut Chain, letter: Unit, key: &mut Key) {
+        // The key is started only by a second letter: most single letters
+        // (`a`, `I`, `3`) stand alone.
+        match chain.letters {
+            0 => chain.first = letter,
+            1 => {
+                chain.key.push(&chain.first);
+                chain.key.push(&letter);
+            }
+            _ => chain.key.push(&letter),
         }
-        let lead = u
+        chain.letters += 1;
+        chain.end = letter.end();
+        // The letter alone is a word only with a list that has one-letter
+        // words; `matches` says no at once to the others.
+        if self.matches(&[letter], key) {
+            chain.alone.push(letter.start..letter.end());
+        }
+    }
+
+    /// Masks a chain of two or more letters that reads as a listed word,
+    /// else the letters in it that are listed words on their own; and
+    /// starts a new, empty chain.
+    fn end_chain(&self, chain: &mut Chain, found: &mut Vec<Range<usize>>) {
+        if chain.letters > 1 {
+            if self.holds(&chain.key) {
+                found.push(chain.start..chain.end);
+                chain.alone.clear();
+            }
+            chain.key.clear();
+        }
+        if !chain.alone.is_empty() {
+            found.append(&mut chain.alone);
+        }
+        chain.letters = 0;
+    }
+
+    /// The range to mask if `units`, one word, is a listed word, trying it
+    /// also without leading symbols (`@shit` is a mention of `shit`, not
+    /// `ashit`).
+    fn match_word(&self, units: &[Unit], key: &mut Key) -> Option<Range<usize>> {
+        let end = units.last()?.end();
+        if self.matches(units, key) {
+            return Some(units[0].start..end);
+        }
+        let lead = units
             .iter()
             .take_while(|u| matches!(u.src, '@' | '$' | '!'))
             .count();
-        (lead > 0 && lead < u.len() && self.matches(&u[lead..], scratch))
-            .then(|| u[lead].start..w.end)
+        (lead > 0 && lead < units.len() && self.matches(&units[lead..], key))
+            .then(|| units[lead].start..end)
     }
 
-    /// Whether `units`, read as one word, is a listed word.
-    fn matches(&self, units: &[Unit], scratch: &mut Scratch) -> bool {
+    /// Whether `units`, read as one word, is a listed word. `key` is a
+    /// buffer, reused so that no word allocates.
+    fn matches(&self, units: &[Unit], key: &mut Key) -> bool {
+        // A word has at least as many units as its key has letters, so the
+        // two cheapest tests settle most words before any collapsing.
         let Some(first) = units.first() else {
             return false;
         };
-        if !self.firsts.contains(&first.ch) || !units.iter().any(|u| u.src.is_alphabetic()) {
+        if units.len() < self.shortest || !self.starts(first.ch) {
             return false;
         }
-        let runs = 1 + units.windows(2).filter(|w| w[0].ch != w[1].ch).count();
-        if runs < self.shortest || runs > self.longest {
-            return false;
+        // The key's second letter is the first unit that is not its first;
+        // with none, the key is one letter long.
+        match units.iter().map(|u| u.ch).find(|&c| c != first.ch) {
+            None if self.shortest > 1 => return false,
+            Some(second) if !self.may_follow(first.ch, second) => return false,
+            _ => {}
         }
-        let Scratch { key, counts } = scratch;
-        collapse(units, key, counts);
-        self.entries.get(key.as_str()).is_some_and(|mins| {
-            mins.iter()
-                .any(|m| counts.iter().zip(m).all(|(&c, &m)| repeats(c, m)))
-        })
+        key.clear();
+        units.iter().for_each(|u| key.push(u));
+        self.holds(key)
+    }
+
+    /// Whether the word that `key` was collapsed from is a listed word.
+    fn holds(&self, key: &Key) -> bool {
+        key.alpha
+            && (self.shortest..=self.longest).contains(&key.counts.len())
+            && key.letters.chars().next().is_some_and(|c| self.starts(c))
+            && self.entries.get(key.letters.as_str()).is_some_and(|mins| {
+                mins.iter()
+                    .any(|m| key.counts.iter().zip(m).all(|(&c, &m)| repeats(c, m)))
+            })
+    }
+
+    /// Whether some key starts with `a` then `b`, as far as the bit set of
+    /// ASCII pairs can tell; other pairs are left to the lookup.
+    fn may_follow(&self, a: char, b: char) -> bool {
+        !(a.is_ascii() && b.is_ascii())
+            || self
+                .ascii_pairs
+                .get(usize::from(a as u8))
+                .is_some_and(|seconds| seconds.contains(b))
+    }
+
+    /// Whether some key starts with `c`.
+    fn starts(&self, c: char) -> bool {
+        if c.is_ascii() {
+            self.ascii_firsts.contains(c)
+        } else {
+            self.firsts.contains(&c)
+        }
     }
 }
 
@@ -237,15 +357,68 @@ fn repeats(typed: u32, listed: u32) -> bool {
     typed == listed || (typed >= 3 && typed >= listed)
 }
 
-/// Buffers reused across the lookups of one message.
+/// Buffers for [`WordList::find`], reused from word to word and from one
+/// piece of prose to the next, so that no word allocates.
 #[derive(Default)]
-struct Scratch {
-    key: String,
+pub(crate) struct Scratch {
+    /// The word being read.
+    units: Vec<Unit>,
+    key: Key,
+    chain: Chain,
+}
+
+/// A word as the list is keyed: its letters with repeats collapsed, and how
+/// many times each was typed in a row.
+#[derive(Default)]
+struct Key {
+    letters: String,
     counts: Vec<u32>,
+    last: Option<char>,
+    /// Whether any unit is a letter as written: `455` is a number, not `ass`.
+    alpha: bool,
+}
+
+impl Key {
+    fn clear(&mut self) {
+        self.letters.clear();
+        self.counts.clear();
+        self.last = None;
+        self.alpha = false;
+    }
+
+    /// Adds the next unit of the word.
+    fn push(&mut self, u: &Unit) {
+        self.alpha |= u.src.is_alphabetic();
+        if self.last == Some(u.ch) {
+            if let Some(n) = self.counts.last_mut() {
+                *n = n.saturating_add(1);
+            }
+        } else {
+            self.letters.push(u.ch);
+            self.counts.push(1);
+            self.last = Some(u.ch);
+        }
+    }
+}
+
+/// Single letters joined by one separator each, as read so far: `s.h.i` of
+/// `s.h.i.t`.
+#[derive(Default)]
+struct Chain {
+    /// The byte range from the first letter to the last.
+    start: usize,
+    end: usize,
+    letters: usize,
+    first: Unit,
+    /// The key of the letters read as one word, once there are two.
+    key: Key,
+    /// The letters that are listed words on their own, masked if the chain
+    /// is not a word (only with a list of one-letter words).
+    alone: Vec<Range<usize>>,
 }
 
 /// One letter of a word as the matcher reads it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Unit {
     /// The letter after folding case, width, accents and look-alikes.
     ch: char,
@@ -262,14 +435,6 @@ impl Unit {
     }
 }
 
-/// A word: its units and the byte range from its first to its last unit.
-#[derive(Clone, Debug)]
-struct Word {
-    units: Range<usize>,
-    start: usize,
-    end: usize,
-}
-
 /// Letters, digits, and the symbols that stand in for letters.
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '@' | '$' | '!')
@@ -281,79 +446,155 @@ fn is_glue(c: char) -> bool {
     matches!(c, '\u{ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{300}'..='\u{36f}')
 }
 
-/// Splits `s` into words (with trailing `!` left out as punctuation).
-fn tokenize(s: &str) -> (Vec<Unit>, Vec<Word>) {
-    let mut units: Vec<Unit> = Vec::new();
-    let mut words = Vec::new();
-    let mut open: Option<usize> = None;
-    let mut close = |units: &mut Vec<Unit>, open: &mut Option<usize>| {
-        if let Some(first) = open.take() {
-            while units.len() > first && units.last().is_some_and(|u| u.src == '!') {
-                units.pop();
-            }
-            if units.len() > first {
-                words.push(Word {
-                    units: first..units.len(),
-                    start: units[first].start,
-                    end: units[units.len() - 1].end(),
+/// The words of a text, read one at a time into a buffer the caller
+/// reuses: a word is a run of word characters (with invisible ones inside
+/// it skipped), less any trailing `!`, which is punctuation.
+struct Words<'a> {
+    s: &'a str,
+    /// Where reading goes on, in bytes.
+    at: usize,
+}
+
+impl<'a> Words<'a> {
+    fn new(s: &'a str) -> Self {
+        Words { s, at: 0 }
+    }
+
+    /// Fills `units` with the next word; `false` when there is none.
+    fn next_into(&mut self, units: &mut Vec<Unit>) -> bool {
+        units.clear();
+        let bytes = self.s.as_bytes();
+        let mut at = self.at;
+        while let Some(&b) = bytes.get(at) {
+            let start = at;
+            // Most text is ASCII: one table load per byte.
+            let letter = ASCII_LETTERS[usize::from(b)];
+            if letter != 0 {
+                at += 1;
+                units.push(Unit {
+                    ch: char::from(letter),
+                    src: char::from(b),
+                    start,
                 });
+                continue;
+            }
+            if b.is_ascii() {
+                // No ASCII character is invisible: this one ends the word.
+                at += 1;
+            } else {
+                let c = self.s[start..].chars().next().unwrap_or_default();
+                at += c.len_utf8();
+                if is_word_char(c) {
+                    units.push(Unit {
+                        ch: fold(c),
+                        src: c,
+                        start,
+                    });
+                    continue;
+                }
+                if is_glue(c) && !units.is_empty() {
+                    continue;
+                }
+            }
+            if end_word(units) {
+                self.at = at;
+                return true;
             }
         }
-    };
-    for (i, c) in s.char_indices() {
-        if is_word_char(c) {
-            open.get_or_insert(units.len());
-            units.push(Unit {
-                ch: fold(c),
-                src: c,
-                start: i,
-            });
-        } else if !(is_glue(c) && open.is_some()) {
-            close(&mut units, &mut open);
-        }
+        self.at = at;
+        end_word(units)
     }
-    close(&mut units, &mut open);
-    (units, words)
-}
 
-/// Whether two words are single letters joined by exactly one separator.
-fn joined(s: &str, a: &Word, b: &Word) -> bool {
-    let single = |w: &Word| w.units.len() == 1;
-    let mut gap = s[a.end..b.start].chars();
-    single(a)
-        && single(b)
-        && gap.next().is_some_and(|c| SEPARATORS.contains(&c))
-        && gap.next().is_none()
-}
-
-/// Writes the collapsed key of `units`, and each key letter's repeat count.
-fn collapse(units: &[Unit], key: &mut String, counts: &mut Vec<u32>) {
-    key.clear();
-    counts.clear();
-    let mut last = None;
-    for u in units {
-        if last == Some(u.ch) {
-            if let Some(n) = counts.last_mut() {
-                *n = n.saturating_add(1);
+    /// The next word, if it is one ASCII character: the letters of a chain
+    /// (`s.h.i.t`, `a b c`) or the `3` of `<3`, read without the general
+    /// loop of [`Words::next_into`], which they leave where it would have.
+    /// Either way, the ASCII before the next word is passed over.
+    fn next_letter(&mut self) -> Option<Unit> {
+        let b = self.s.as_bytes();
+        let mut at = self.at;
+        while b
+            .get(at)
+            .is_some_and(|&c| c.is_ascii() && ASCII_LETTERS[usize::from(c)] == 0)
+        {
+            at += 1;
+        }
+        self.at = at;
+        let src = *b.get(at)?;
+        let ch = ASCII_LETTERS[usize::from(src)];
+        // A lone `!` is punctuation, not a word.
+        if ch == 0 || src == b'!' {
+            return None;
+        }
+        // The character is the whole word if the text ends after it or
+        // goes on with ASCII that is not a word character (none is
+        // invisible), which `next_into` would read too.
+        match b.get(at + 1) {
+            None => self.at = at + 1,
+            Some(&next) if next.is_ascii() && ASCII_LETTERS[usize::from(next)] == 0 => {
+                self.at = at + 2;
             }
-        } else {
-            key.push(u.ch);
-            counts.push(1);
-            last = Some(u.ch);
+            Some(_) => return None,
         }
+        Some(Unit {
+            ch: char::from(ch),
+            src: char::from(src),
+            start: at,
+        })
     }
+}
+
+/// Ends the word in `units` by dropping its trailing `!`; whether a word is
+/// left.
+fn end_word(units: &mut Vec<Unit>) -> bool {
+    while units.last().is_some_and(|u| u.src == '!') {
+        units.pop();
+    }
+    !units.is_empty()
+}
+
+/// Whether a word of one letter ending at `end` and one starting at
+/// `start` are joined by exactly one separator (all of which are one byte).
+fn joined(s: &str, end: usize, start: usize) -> bool {
+    start == end + 1
+        && s.as_bytes()
+            .get(end)
+            .is_some_and(|b| SEPARATORS.contains(b))
 }
 
 /// Reads one character as the letter it stands for.
 fn fold(c: char) -> char {
-    let c = match c {
+    look_alike(match c {
         _ if c.is_ascii() => c.to_ascii_lowercase(),
         // Fullwidth forms of ASCII (U+FF01..U+FF5E) sit at a fixed offset.
         '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0)
             .unwrap_or(c)
             .to_ascii_lowercase(),
         _ => c.to_lowercase().next().unwrap_or(c),
-    };
+    })
+}
+
+/// [`fold`] of each ASCII character that is a word character, and 0 for
+/// the other bytes (all of those of characters beyond ASCII among them),
+/// worked out at compile time: most text is ASCII, and one load costs less
+/// than the tests in `is_word_char` and `fold`.
+const ASCII_LETTERS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 128 {
+        // `is_word_char` for ASCII (a test checks the two agree), and
+        // `fold`, which maps ASCII to ASCII, so the cast loses nothing.
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'@' | b'$' | b'!') {
+            table[b] = look_alike(c.to_ascii_lowercase() as char) as u8;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// The letter that a lowercase character stands for: the letter under an
+/// accent, the letter a digit or symbol looks like, or itself.
+const fn look_alike(c: char) -> char {
     match c {
         'à'..='å' | '@' | '4' => 'a',
         'ç' => 'c',
@@ -472,5 +713,75 @@ mod tests {
         // The whole chain is one word: "xass" is not listed.
         assert_eq!(mask("ass", "x a s s"), "x a s s");
         assert_eq!(mask("ass", "so a s s"), "so *****");
+    }
+
+    #[test]
+    fn the_ascii_table_agrees_with_is_word_char_and_fold() {
+        for b in 0..128u8 {
+            let c = char::from(b);
+            let letter = ASCII_LETTERS[usize::from(b)];
+            let got = (letter != 0).then_some(char::from(letter));
+            assert_eq!(got, is_word_char(c).then(|| fold(c)), "{c:?}");
+        }
+        assert!(ASCII_LETTERS[128..].iter().all(|&l| l == 0));
+    }
+
+    #[test]
+    fn a_list_of_one_letter_words_masks_letters_outside_a_word_chain() {
+        assert_eq!(mask("x", "x y x"), "* y *");
+        // The chain is `x.y`, which is listed, then `, ` ends it.
+        assert_eq!(mask("x\nxy", "x.y, x"), "***, *");
+        // The chain `x.y x` reads `xyx`, which is not.
+        assert_eq!(mask("x\nxy", "x.y x"), "*.y *");
+        assert_eq!(mask("a", "a.a"), "*.*");
+        assert_eq!(mask("a\naa", "a.a"), "***");
+    }
+
+    #[test]
+    fn the_short_path_for_letters_reads_the_words_the_long_one_does() {
+        let texts = [
+            "a b c",
+            "s.h.i.t",
+            "<3 <3",
+            "a! b",
+            "a!! !b",
+            "x\u{200b}y z",
+            "é a",
+            "a",
+            "!",
+            "! a !",
+            "aé b",
+            "a😀b",
+            "1 2 3",
+            "@ $ !",
+            "a\u{308} b",
+            "ab c",
+            "",
+            " ",
+            "a.",
+            "a\u{ad}",
+            "Ｓ a",
+        ];
+        let word = |units: &[Unit]| units.iter().map(|u| (u.src, u.start)).collect::<Vec<_>>();
+        for text in texts {
+            let mut units = Vec::new();
+            let (mut long, mut want) = (Words::new(text), Vec::new());
+            while long.next_into(&mut units) {
+                want.push(word(&units));
+            }
+            // As `find` reads: the short path first, the long one if it
+            // declines.
+            let (mut short, mut got) = (Words::new(text), Vec::new());
+            loop {
+                if let Some(letter) = short.next_letter() {
+                    got.push(word(&[letter]));
+                } else if short.next_into(&mut units) {
+                    got.push(word(&units));
+                } else {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "{text:?}");
+        }
     }
 }

@@ -39,7 +39,9 @@
 //! skipped as a whole for that message, rather than stopping half way, so
 //! the result does not depend on where the limit fell and running it again
 //! gives the same text. With the default 4096-byte limit, a stored text is
-//! at most 8256 bytes.
+//! at most 8256 bytes. `emoji` finds its changes in every piece and adds up
+//! the length they give before it builds anything, so a message it must
+//! skip costs one scan.
 //!
 //! # Adding a transform
 //!
@@ -306,14 +308,15 @@ impl Pipeline {
         for step in &self.steps {
             match step {
                 Transform::Censor(censor) => {
+                    let mut scratch = censor::Scratch::default();
                     for p in &mut prose {
-                        if let Some(masked) = censor.apply(p)? {
+                        if let Some(masked) = censor.apply_with(p, &mut scratch)? {
                             *p = Cow::Owned(masked);
                         }
                     }
                 }
                 Transform::Autocorrect => rewrite(&mut prose, code_len, limit, autocorrect::apply),
-                Transform::Emoji => rewrite(&mut prose, code_len, limit, emoji::apply),
+                Transform::Emoji => rewrite_emoji(&mut prose, code_len, limit),
                 Transform::Code => want_spans = true,
             }
         }
@@ -361,6 +364,32 @@ fn rewrite(
     for (p, new) in prose.iter_mut().zip(new) {
         if let Some(new) = new {
             *p = Cow::Owned(new);
+        }
+    }
+}
+
+/// [`rewrite`] for `emoji`, the one step that can pass the limit: finds
+/// the changes in every piece first and adds up the length they would give,
+/// so that a message of emoticon spam is scanned once and nothing is built.
+fn rewrite_emoji(prose: &mut [Cow<'_, str>], code_len: usize, limit: usize) {
+    let mut hits = Vec::new();
+    // How many of `hits` each piece has.
+    let mut counts = Vec::with_capacity(prose.len());
+    let mut len = code_len;
+    for p in prose.iter() {
+        let before = hits.len();
+        len += emoji::find(p, &mut hits);
+        counts.push(hits.len() - before);
+    }
+    if hits.is_empty() || len > limit {
+        return;
+    }
+    let mut rest = hits.as_slice();
+    for (p, n) in prose.iter_mut().zip(counts) {
+        let (mine, others) = rest.split_at(n);
+        rest = others;
+        if !mine.is_empty() {
+            *p = Cow::Owned(emoji::replace(p, mine));
         }
     }
 }
@@ -429,5 +458,24 @@ mod tests {
         assert_eq!(prose, ["<3 <3", " :)"]);
         rewrite(&mut prose, 10, 40, emoji::apply);
         assert_eq!(prose, ["❤️ ❤️", " 🙂"]);
+    }
+
+    #[test]
+    fn emoji_decides_at_the_limit_as_any_step_does() {
+        let pieces: &[&[&str]] = &[
+            &["<3 <3", " :)"],
+            &[":heart: :heart:", "<3"],
+            &["no faces", " here"],
+            &["", ":fire:"],
+        ];
+        for texts in pieces {
+            for (code_len, limit) in [(0, 0), (10, 20), (10, 24), (10, 40), (0, 1000)] {
+                let mut want: Vec<Cow<'_, str>> = texts.iter().map(|&t| Cow::Borrowed(t)).collect();
+                let mut got = want.clone();
+                rewrite(&mut want, code_len, limit, emoji::apply);
+                rewrite_emoji(&mut got, code_len, limit);
+                assert_eq!(got, want, "{texts:?} within {limit}");
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Small character tests shared by the prose transforms: where a token
 //! starts, and how long a URL is.
 //!
-//! Also the hash the transforms' tables use: [`FastMap`].
+//! Also the hash the transforms' tables use, [`FastMap`], and the bit set
+//! of their cheap first tests, [`AsciiSet`].
 //!
 //! The transforms are hand-written scanners over `char`s rather than
 //! regular expressions: the regex crate would add a few hundred kilobytes to
@@ -26,8 +27,16 @@ pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+        Fnv(FNV_OFFSET)
     }
+}
+
+/// Where an FNV-1a hash starts.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// An FNV-1a hash `hash` with one more byte.
+pub(crate) fn fnv_step(hash: u64, b: u8) -> u64 {
+    (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
 }
 
 impl Hasher for Fnv {
@@ -37,8 +46,30 @@ impl Hasher for Fnv {
 
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            self.0 = fnv_step(self.0, b);
         }
+    }
+}
+
+/// A set of ASCII characters, for the tables' cheap first tests. Two
+/// `u64`s rather than a `u128`, whose shifts cost several instructions.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AsciiSet([u64; 2]);
+
+impl AsciiSet {
+    /// Adds `c`, if it is ASCII.
+    pub(crate) fn insert(&mut self, c: char) {
+        if let Ok(b) = u8::try_from(c) {
+            if b.is_ascii() {
+                self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+        }
+    }
+
+    /// Whether `c` was added.
+    pub(crate) fn contains(&self, c: char) -> bool {
+        u8::try_from(c)
+            .is_ok_and(|b| b.is_ascii() && self.0[usize::from(b >> 6)] >> (b & 63) & 1 != 0)
     }
 }
 
@@ -52,13 +83,35 @@ pub(crate) fn is_token_start(prev: Option<char>) -> bool {
     }
 }
 
+/// Whether `s` may hold a URL at all, so that a piece of prose without one
+/// (most chat) skips testing each word. [`url_len`] finds one only before
+/// `://` or at `www.` in any case, which holds `w.` or `W.`; a false
+/// alarm costs only those tests.
+pub(crate) fn may_hold_url(s: &str) -> bool {
+    // Three searches for a short string, which std makes fast, rather
+    // than one loop over the bytes.
+    s.contains("://") || s.contains("w.") || s.contains("W.")
+}
+
+/// Whether a URL may start at a word of which `s` holds `run` ASCII
+/// letters or digits first: the test that lets almost every word skip
+/// [`url_len`]. A URL starts with `www.`, or with a scheme, which either
+/// ends at `:` right after those letters or goes on with another of its
+/// characters (a digit, `+`, `.` or `-`).
+pub(crate) fn may_be_url(s: &[u8], run: usize) -> bool {
+    matches!(s.first(), Some(b'w' | b'W'))
+        || matches!(s.get(run), Some(b':' | b'+' | b'.' | b'-' | b'0'..=b'9'))
+}
+
 /// The length in bytes of the URL that `s` starts with, if it starts with
 /// one: `scheme://` or `www.` followed by at least one character, up to the
 /// next white space. Called only where [`is_token_start`] holds, so
 /// `xhttp://` is not a URL but `(http://` is.
 pub(crate) fn url_len(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    let after = if b.len() >= 4 && b[..4].eq_ignore_ascii_case(b"www.") {
+    // Slice patterns rather than comparisons of slices, which would call
+    // `memcmp` for a few bytes.
+    let after = if let [b'w' | b'W', b'w' | b'W', b'w' | b'W', b'.', ..] = b {
         4
     } else {
         // A scheme: a letter, then letters, digits, `+`, `.` or `-`
@@ -71,7 +124,7 @@ pub(crate) fn url_len(s: &str) -> Option<usize> {
             .take(32)
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-'))
             .count();
-        if !b[n..].starts_with(b"://") {
+        if !matches!(b[n..], [b':', b'/', b'/', ..]) {
             return None;
         }
         n + 3
@@ -130,6 +183,43 @@ mod tests {
             Some('é'),
         ] {
             assert!(!is_token_start(prev), "{prev:?}");
+        }
+    }
+
+    #[test]
+    fn may_be_url_never_misses_a_url() {
+        let urls = [
+            "http://x",
+            "HTTPS://X.ORG",
+            "git+ssh://host",
+            "web2://x",
+            "a-b.c://x",
+            "x://y",
+            "www.x.org",
+            "WwW.x",
+        ];
+        for url in urls {
+            assert!(url_len(url).is_some(), "{url}");
+            let b = url.as_bytes();
+            // The runs `emoji` and `autocorrect` pass: letters and digits,
+            // or letters alone.
+            let alnum = b.iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+            let alpha = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+            assert!(may_be_url(b, alnum) && may_be_url(b, alpha), "{url}");
+        }
+        assert!(!may_be_url(b"hello world", 5));
+        assert!(!may_be_url(b"a", 1));
+        assert!(!may_be_url(b"don't", 3));
+        assert!(!may_be_url(b"teh,", 3));
+    }
+
+    #[test]
+    fn may_hold_url_never_misses_a_url() {
+        for s in ["see http://x", "www.x", "(WWW.x.org)", "a wWw.b", "x://y"] {
+            assert!(may_hold_url(s), "{s}");
+        }
+        for s in ["", "plain text. more", "10:30 std::io", ":/ :/", "www"] {
+            assert!(!may_hold_url(s), "{s}");
         }
     }
 }
