@@ -406,10 +406,17 @@ impl Subscription {
         self.rx.as_mut().expect("receiver is only taken on drop")
     }
 
-    /// Tells waiting publishers that this subscriber took messages, which
-    /// may have freed queue slots.
+    /// Tells waiting publishers that this subscriber took messages, if
+    /// that freed queue slots.
+    ///
+    /// A slot frees only when the last subscriber takes its message, so a
+    /// queue still full after our take has nothing to offer; notifying
+    /// anyway would wake every waiting publisher once per subscriber per
+    /// message, to find the queue full and wait again.
     pub fn taken(&self) {
-        self.room.space.notify(usize::MAX);
+        if !self.room.tx.is_full() {
+            self.room.space.notify(usize::MAX);
+        }
     }
 
     /// The room.
