@@ -335,6 +335,7 @@ pub(crate) fn run(args: &Args) {
         "max_ms": round(percentile_ms(&lat, 1.0), 3),
         "server_cpu_s": round(cpu.as_secs_f64(), 2),
         "server_cpu_pct": round(100.0 * cpu.as_secs_f64() / secs.max(1e-9), 1),
+        "server_cpu_us_per_delivery": round(cpu.as_secs_f64() * 1e6 / (deliveries.max(1)) as f64, 2),
         "server_peak_rss_kb": server.status_kb("VmHWM"),
         "server_threads": server.status_kb("Threads"),
     });

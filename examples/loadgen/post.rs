@@ -94,6 +94,7 @@ pub(crate) fn run(args: &Args) {
         "stored": stored,
         "commits_per_message": round(per_msg, 4),
         "server_cpu_s": round(cpu.as_secs_f64(), 2),
+        "server_cpu_us_per_request": round(cpu.as_secs_f64() * 1e6 / ok.max(1.0), 1),
         "server_peak_rss_kb": server.status_kb("VmHWM"),
     });
     println!("{json}");
