@@ -156,6 +156,36 @@ pub fn encode(event: &Event<'_>) -> Frame {
     Arc::from(out)
 }
 
+/// The JSON of a `message` frame's `data:` line: the stored message,
+/// exactly as `serde_json` encodes it (the `201` body reuses it).
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::sse::{encode, message_json, Event};
+/// use smolchat::message::{Message, RoomName, Timestamp, UserName};
+///
+/// let msg = Message {
+///     id: 7,
+///     room: RoomName::lobby(),
+///     user: UserName::anonymous(),
+///     text: "hi".into(),
+///     time: Timestamp(0),
+///     spans: None,
+/// };
+/// let frame = encode(&Event::Message(&msg));
+/// assert_eq!(message_json(&frame), serde_json::to_vec(&msg).unwrap());
+/// ```
+pub fn message_json(frame: &[u8]) -> &[u8] {
+    const DATA: &[u8] = b"\ndata: ";
+    let start = frame
+        .windows(DATA.len())
+        .position(|w| w == DATA)
+        .map_or(frame.len(), |i| i + DATA.len());
+    let end = frame.len().saturating_sub(2).max(start);
+    &frame[start..end]
+}
+
 /// Appends `\ndata: <compact JSON>\n\n`.
 fn data(out: &mut Vec<u8>, value: &impl Serialize) {
     out.extend_from_slice(b"\ndata: ");
