@@ -412,6 +412,15 @@ pub(crate) enum WriteFail {
 /// Writes all of `buf`, failing if the socket accepts nothing for `stall`.
 /// The deadline restarts whenever some bytes go out; the common case (the
 /// socket has room) arms no timer at all.
+///
+/// Once waiting, the deadline is polled before the write, so when it has
+/// passed it wins. Polled the other way round, the wake-up of an expired
+/// timer tried one more write(2), and a client that reads nothing can still
+/// take a few bytes now and then (its kernel compacts its receive queue;
+/// too little free space to signal writability, enough for a partial
+/// write): the deadline restarted and the stream was never cut, holding
+/// its room's publishers back indefinitely. The loadgen's `slow` scenario
+/// caught it in about one run in three.
 pub(crate) async fn write_all(
     stream: &Stream,
     mut buf: &[u8],
@@ -423,13 +432,13 @@ pub(crate) async fn write_all(
             Some(r) => r.map_err(|_| WriteFail::Io)?,
             None => {
                 async {
+                    Timer::after(stall).await;
+                    Err(WriteFail::Stalled)
+                }
+                .or(async {
                     AsyncWriteExt::write(&mut w, buf)
                         .await
                         .map_err(|_| WriteFail::Io)
-                }
-                .or(async {
-                    Timer::after(stall).await;
-                    Err(WriteFail::Stalled)
                 })
                 .await?
             }
