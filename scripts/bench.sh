@@ -39,7 +39,8 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset > /dev/null; then
 fi
 
 run() {
-    if ! "$loadgen" "$@" "${pin[@]}" >> "$out" 2>> "$log"; then
+    # Pinning flags first: anything after "--" goes to the server.
+    if ! "$loadgen" "${pin[@]}" "$@" >> "$out" 2>> "$log"; then
         echo "bench: loadgen $* failed; see $log" >&2
     fi
     tail -n 1 "$log" >&2
@@ -78,13 +79,15 @@ done
 # How long one fsync takes on the disk holding the database: the floor
 # under a --sync full commit.
 probe=target/bench/fsync.probe
-fsync=$( { /usr/bin/time -f '%e' dd if=/dev/zero of="$probe" bs=4k count=200 oflag=dsync 2>/dev/null; } 2>&1 | tail -n 1 )
+fsync_s=$(dd if=/dev/zero of="$probe" bs=4k count=200 oflag=dsync 2>&1 |
+    awk '/copied/ { for (i = 2; i <= NF; i++) if ($i == "s,") print $(i - 1) }')
 rm -f "$probe"
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), ${pin[*]:-not pinned};" \
     "runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-echo "fsync (4 KiB write + fdatasync, dd oflag=dsync, 200 writes): $(awk -v t="$fsync" 'BEGIN { printf "%.2f ms each", t * 1000 / 200 }')."
+echo "fsync on the database's disk (4 KiB write + sync, dd oflag=dsync, 200 writes): $(awk -v t="$fsync_s" 'BEGIN { printf "%.3f ms each", t * 1000 / 200 }');" \
+    "filesystem $(df -T target/bench | awk 'NR == 2 { print $2 }')."
 echo
 "$loadgen" report < "$out"
 echo

@@ -29,8 +29,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts the server with the scenario's `flags`, then the user's
-    /// flags after `--` (which come last, so they win).
+    /// Starts the server with the scenario's `flags` (name/value pairs),
+    /// then the user's flags after `--`.
     pub(crate) fn start(args: &Args, flags: &[String]) -> Server {
         let mut cmd = match &args.server_cpu {
             Some(cpus) => {
@@ -50,13 +50,13 @@ impl Server {
             "--sync",
             &args.sync,
         ]);
-        for f in flags {
-            // A flag the user gave after `--` replaces ours.
-            let name = f.starts_with("--").then_some(f.as_str());
-            if name.is_some_and(|n| args.extra.iter().any(|e| e == n)) {
+        // `flags` are name/value pairs; one the user gave after `--`
+        // replaces ours.
+        for pair in flags.chunks(2) {
+            if args.extra.iter().any(|e| *e == pair[0]) {
                 continue;
             }
-            cmd.arg(f);
+            cmd.args(pair);
         }
         cmd.args(&args.extra)
             .env("RUST_LOG", "warn")
