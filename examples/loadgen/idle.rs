@@ -75,8 +75,11 @@ pub(crate) fn run(args: &Args) {
                     }
                 }
             }
+            // The /metrics probe first, then the pause: the probe's own
+            // connection (its close included) must not fall in the window.
             Timer::after(SETTLE).await;
             let online = server.metric("smolchat_subscribers").await;
+            Timer::after(SETTLE).await;
             let rss_kb = server.status_kb("VmRSS");
             per_level.push((n, online, rss_kb));
             if idle.is_none() {

@@ -99,6 +99,7 @@ async fn serve_requests(app: &App, stream: &Stream, peer: SocketAddr) -> Option<
         app,
         stream,
         buf: Vec::new(),
+        answered: 0,
     };
     loop {
         let head = match conn.read_head().await {
@@ -129,6 +130,7 @@ async fn serve_requests(app: &App, stream: &Stream, peer: SocketAddr) -> Option<
                 if conn.write_response(res, method, close).await.is_err() || close {
                     return None;
                 }
+                conn.answered += 1;
                 conn.release_buffer();
             }
             Reply::Stream(start) => return Some(start),
@@ -151,6 +153,8 @@ struct Conn<'a> {
     /// Bytes read but not yet used: the rest of a head, a body, or the next
     /// pipelined request.
     buf: Vec<u8>,
+    /// Responses written so far.
+    answered: u64,
 }
 
 impl Conn<'_> {
@@ -165,7 +169,11 @@ impl Conn<'_> {
         // Waiting for the next request on a keep-alive connection: it has
         // almost never arrived yet, so a read(2) now would only return
         // EAGAIN. Waiting for readiness first saves that syscall per request.
-        let idle = old == 0;
+        // Not for a new connection, whose first request is usually there
+        // already: waiting would arm the header timer for nothing, and a
+        // dropped reactor timer still wakes the reactor once at its old
+        // deadline (an idle server's only wake-up, 10 s after a connect).
+        let idle = old == 0 && self.answered > 0;
         self.buf.resize(old + READ_CHUNK, 0);
         let (stream, shutdown) = (self.stream, &self.app.shutdown);
         let target = &mut self.buf[old..];
