@@ -39,18 +39,19 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset > /dev/null; then
 fi
 
 run() {
+    local start=$SECONDS
     # Pinning flags first: anything after "--" goes to the server.
     if ! "$loadgen" "${pin[@]}" "$@" >> "$out" 2>> "$log"; then
         echo "bench: loadgen $* failed; see $log" >&2
     fi
-    tail -n 1 "$log" >&2
+    echo "[$((SECONDS - start)) s] $(tail -n 1 "$log")" >&2
 }
 
 db=target/bench/bench.db
 fresh_db() { rm -f "$db" "$db-wal" "$db-shm"; }
 
 if [ "$quick" = 1 ]; then
-    post_s=2; m100=300; m1000=500; paced=150; m10000=30; idle_s=5; slow_s=5; durable_s=2
+    post_s=2; m100=300; m1000=500; paced=100; m10000=20; idle_s=3; slow_s=4; durable_s=2
 else
     post_s=5; m100=1000; m1000=2000; paced=500; m10000=100; idle_s=10; slow_s=8; durable_s=5
 fi
