@@ -203,11 +203,12 @@ pub(crate) fn run() {
                     target,
                 );
                 row(
-                    "server CPU s / peak RSS kB",
+                    "server CPU s, per delivery µs / peak RSS kB",
                     0.0,
                     format!(
-                        "{} / {}",
+                        "{}, {} / {}",
                         fmt(med("server_cpu_s")),
+                        fmt(med("server_cpu_us_per_delivery")),
                         fmt(med("server_peak_rss_kb"))
                     ),
                     Target::None,
@@ -265,10 +266,12 @@ pub(crate) fn run() {
                     },
                     rps,
                     format!(
-                        "{}{runs_note}; p50 {} ms, p99 {} ms",
+                        "{}{runs_note}; p50 {} ms, p99 {} ms; CPU per request: server {} µs, loadgen {} µs",
                         fmt(rps),
                         fmt(med("p50_ms")),
-                        fmt(med("p99_ms"))
+                        fmt(med("p99_ms")),
+                        fmt(med("server_cpu_us_per_request")),
+                        fmt(med("loadgen_cpu_us_per_request"))
                     ),
                     target,
                 );
