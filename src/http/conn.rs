@@ -63,7 +63,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// the request phase, whose futures (decoding, routing, encoding) are
 /// several KiB, is boxed and freed before the stream starts: an idle
 /// stream then holds only [`run_stream`]'s state, ~1.5 KiB instead of
-/// ~12 KiB. Logged at debug level as "connection task".
+/// ~12 KiB. Both sizes are logged once at debug level.
 pub async fn serve(app: App, stream: Stream, peer: SocketAddr) {
     // Head and body are written together, but keep-alive responses to
     // small requests would still wait for the peer's delayed ACK.
@@ -428,7 +428,7 @@ pub(crate) enum WriteFail {
 /// too little free space to signal writability, enough for a partial
 /// write): the deadline restarted and the stream was never cut, holding
 /// its room's publishers back indefinitely. The loadgen's `slow` scenario
-/// caught it in about one run in three.
+/// caught it, intermittently.
 pub(crate) async fn write_all(
     stream: &Stream,
     mut buf: &[u8],
