@@ -177,7 +177,7 @@ impl Room {
         deadline: Instant,
         store: &Store,
         stop: &Shutdown,
-    ) -> Result<Arc<Message>, PublishError> {
+    ) -> Result<Entry, PublishError> {
         match store {
             Store::Memory => {
                 let mut new = Some(new);
@@ -197,7 +197,7 @@ impl Room {
                 // request cannot leak the reservation.
                 let reply = writer.submit(self.clone(), new, time);
                 match reply.recv().await {
-                    Ok(Ok(msg)) => Ok(msg),
+                    Ok(Ok(entry)) => Ok(entry),
                     Ok(Err(e)) => Err(PublishError::Storage(e.0)),
                     Err(_) => Err(PublishError::Storage("the database writer stopped".into())),
                 }
@@ -256,7 +256,9 @@ impl Room {
 
     /// Queues and stores a message whose id is `st.next_id`; the caller
     /// made sure a slot is free.
-    fn deliver(&self, st: &mut State, msg: Message) -> Arc<Message> {
+    /// Returns the message with its frame, whose `data:` is also the body
+    /// of the `201`: one JSON encoding per message, not two.
+    fn deliver(&self, st: &mut State, msg: Message) -> Entry {
         debug_assert_eq!(msg.id, st.next_id);
         let frame = encode(&Event::Message(&msg));
         match self.tx.try_broadcast(frame.clone()) {
@@ -270,12 +272,12 @@ impl Room {
             }
         }
         st.next_id = msg.id + 1;
-        let msg = Arc::new(msg);
-        st.history.push(Entry {
-            msg: msg.clone(),
+        let entry = Entry {
+            msg: Arc::new(msg),
             frame,
-        });
-        msg
+        };
+        st.history.push(entry.clone());
+        entry
     }
 
     /// The next id to hand out; the database writer numbers a batch from it.
@@ -284,7 +286,7 @@ impl Room {
     }
 
     /// Delivers a committed message into its reserved slot.
-    pub(crate) fn deliver_committed(&self, msg: Message) -> Arc<Message> {
+    pub(crate) fn deliver_committed(&self, msg: Message) -> Entry {
         let mut st = self.lock();
         st.reserved = st.reserved.saturating_sub(1);
         self.deliver(&mut st, msg)
@@ -406,10 +408,17 @@ impl Subscription {
         self.rx.as_mut().expect("receiver is only taken on drop")
     }
 
-    /// Tells waiting publishers that this subscriber took messages, which
-    /// may have freed queue slots.
+    /// Tells waiting publishers that this subscriber took messages, if
+    /// that freed queue slots.
+    ///
+    /// A slot frees only when the last subscriber takes its message, so a
+    /// queue still full after our take has nothing to offer; notifying
+    /// anyway would wake every waiting publisher once per subscriber per
+    /// message, to find the queue full and wait again.
     pub fn taken(&self) {
-        self.room.space.notify(usize::MAX);
+        if !self.room.tx.is_full() {
+            self.room.space.notify(usize::MAX);
+        }
     }
 
     /// The room.
@@ -473,6 +482,7 @@ mod tests {
             &Store::Memory,
             &Shutdown::new(),
         ))
+        .map(|e| e.msg)
     }
 
     fn text(frame: &Frame) -> String {

@@ -38,8 +38,9 @@ const AGE_SWEEP: Duration = Duration::from_secs(600);
 /// Longest a busy writer waits to grow a batch (see [`gather`]).
 const COMMIT_DELAY: Duration = Duration::from_micros(300);
 
-/// The answer to one post: the stored message, or why it was not stored.
-pub type Reply = Result<Arc<Message>, StoreError>;
+/// The answer to one post: the stored message and its frame, or why it
+/// was not stored.
+pub type Reply = Result<super::Entry, StoreError>;
 
 struct Job {
     room: Arc<Room>,
@@ -255,11 +256,11 @@ fn commit(db: &mut Option<Db>, batch: Vec<Job>, config: &WriterConfig, metrics: 
                 .store_messages
                 .fetch_add(messages.len() as u64, Relaxed);
             for (job, msg) in batch.into_iter().zip(messages) {
-                let msg = job.room.deliver_committed(msg);
+                let entry = job.room.deliver_committed(msg);
                 if let Some(cutoff) = cutoff {
                     job.room.prune_older_than(cutoff);
                 }
-                let _ = job.reply.try_send(Ok(msg));
+                let _ = job.reply.try_send(Ok(entry));
             }
         }
         Err(e) => {

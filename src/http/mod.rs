@@ -240,11 +240,14 @@ async fn post(
         .publish(new, Timestamp::now(), deadline, &app.store, &app.shutdown)
         .await
     {
-        Ok(msg) => {
+        Ok(entry) => {
             app.metrics
                 .messages_published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok(Reply::Response(json(201, &*msg)))
+            Ok(Reply::Response(reply::json_bytes(
+                201,
+                sse::message_json(&entry.frame).to_vec(),
+            )))
         }
         Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
         Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),

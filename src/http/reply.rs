@@ -131,10 +131,15 @@ impl std::fmt::Display for ApiError {
 
 /// A response with a compact JSON body.
 pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
+    // Serializing our own plain types cannot fail.
+    json_bytes(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A JSON response from bytes that are JSON already.
+pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     let status = StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError);
     let mut res = Response::new(status);
-    // Serializing our own plain types cannot fail.
-    res.set_body(serde_json::to_vec(value).unwrap_or_default());
+    res.set_body(body);
     res.insert_header("content-type", "application/json");
     res.insert_header("cache-control", "no-store");
     res

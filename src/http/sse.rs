@@ -156,6 +156,36 @@ pub fn encode(event: &Event<'_>) -> Frame {
     Arc::from(out)
 }
 
+/// The JSON of a `message` frame's `data:` line: the stored message,
+/// exactly as `serde_json` encodes it (the `201` body reuses it).
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::sse::{encode, message_json, Event};
+/// use smolchat::message::{Message, RoomName, Timestamp, UserName};
+///
+/// let msg = Message {
+///     id: 7,
+///     room: RoomName::lobby(),
+///     user: UserName::anonymous(),
+///     text: "hi".into(),
+///     time: Timestamp(0),
+///     spans: None,
+/// };
+/// let frame = encode(&Event::Message(&msg));
+/// assert_eq!(message_json(&frame), serde_json::to_vec(&msg).unwrap());
+/// ```
+pub fn message_json(frame: &[u8]) -> &[u8] {
+    const DATA: &[u8] = b"\ndata: ";
+    let start = frame
+        .windows(DATA.len())
+        .position(|w| w == DATA)
+        .map_or(frame.len(), |i| i + DATA.len());
+    let end = frame.len().saturating_sub(2).max(start);
+    &frame[start..end]
+}
+
 /// Appends `\ndata: <compact JSON>\n\n`.
 fn data(out: &mut Vec<u8>, value: &impl Serialize) {
     out.extend_from_slice(b"\ndata: ");
@@ -192,8 +222,27 @@ pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
     if data.is_empty() {
         return;
     }
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    chunk_size(data.len(), out);
     out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the size line of a chunk of `len` bytes (`len` in hex, CRLF),
+/// without the allocation of `format!`: it runs once per delivered batch.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = Vec::new();
+/// smolchat::http::sse::chunk_size(300, &mut out);
+/// assert_eq!(out, b"12c\r\n");
+/// ```
+pub fn chunk_size(len: usize, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(HEX[(len >> (i * 4)) & 0xf]);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -324,6 +373,18 @@ mod tests {
     #[test]
     fn retry_is_in_milliseconds() {
         assert_eq!(retry(2000), b"retry: 2000\n\n");
+    }
+
+    #[test]
+    fn chunk_sizes_are_lowercase_hex_without_leading_zeros() {
+        for (len, want) in [(0, "0"), (1, "1"), (15, "f"), (16, "10"), (4096, "1000")] {
+            let mut out = Vec::new();
+            chunk_size(len, &mut out);
+            assert_eq!(out, format!("{want}\r\n").as_bytes(), "{len}");
+        }
+        let mut out = Vec::new();
+        chunk_size(usize::MAX, &mut out);
+        assert_eq!(out.len(), usize::BITS as usize / 4 + 2);
     }
 
     #[test]

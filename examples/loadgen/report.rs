@@ -1,0 +1,370 @@
+//! `report`: reads the JSON lines of many runs on stdin, groups runs of the
+//! same scenario and parameters, and prints a markdown table of medians
+//! (loss counts: the worst run) against the targets of issue 7.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use serde_json::Value;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn get(run: &Value, path: &str) -> f64 {
+    let mut v = run;
+    for key in path.split('.') {
+        v = match key.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[key],
+        };
+    }
+    match v {
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        v => v.as_f64().unwrap_or(f64::NAN),
+    }
+}
+
+fn label(run: &Value) -> String {
+    let s = run["scenario"].as_str().unwrap_or("?");
+    match s {
+        "fanout" => {
+            let rate = get(run, "rate");
+            format!(
+                "fanout {} subscribers, {}",
+                get(run, "subscribers"),
+                if rate > 0.0 {
+                    format!("{rate} msgs/s")
+                } else {
+                    "unpaced".into()
+                }
+            )
+        }
+        "post" => {
+            let db = run["db"].as_str().unwrap_or("?");
+            if db == ":memory:" {
+                format!("post :memory:, {} clients", get(run, "clients"))
+            } else {
+                format!(
+                    "post file --sync {}, {} clients",
+                    run["sync"].as_str().unwrap_or("?"),
+                    get(run, "clients")
+                )
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn fmt(x: f64) -> String {
+    if x.is_nan() {
+        "n/a".into()
+    } else if x.abs() >= 1000.0 {
+        let s = format!("{:.0}", x);
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A target: `at_least` or not, and the bound.
+enum Target {
+    None,
+    AtLeast(f64),
+    AtMost(f64),
+    Zero,
+}
+
+fn verdict(value: f64, t: &Target) -> (String, String) {
+    match t {
+        Target::None => ("—".into(), "—".into()),
+        Target::Zero => (
+            "0".into(),
+            if value == 0.0 {
+                "met".into()
+            } else {
+                format!("not met: {}", fmt(value))
+            },
+        ),
+        Target::AtLeast(b) => (
+            format!("≥ {}", fmt(*b)),
+            if value >= *b {
+                "met".into()
+            } else {
+                format!("not met: {:.0}% short", 100.0 * (b - value) / b)
+            },
+        ),
+        Target::AtMost(b) => (
+            format!("≤ {}", fmt(*b)),
+            if value <= *b {
+                "met".into()
+            } else {
+                format!("not met: {:.0}% over", 100.0 * (value - b) / b)
+            },
+        ),
+    }
+}
+
+pub(crate) fn run() {
+    let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+            continue;
+        };
+        if v.get("scenario").is_some() {
+            groups.entry(label(&v)).or_default().push(v);
+        }
+    }
+    // Durable posts are compared with in-memory ones from as many clients.
+    let mem_post = |clients: f64| {
+        groups
+            .get(&format!("post :memory:, {clients} clients"))
+            .map(|runs| median(runs.iter().map(|r| get(r, "requests_per_s")).collect()))
+    };
+    println!("| scenario | figure | result | target | met or distance |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, runs) in &groups {
+        let n = runs.len();
+        let med = |path: &str| median(runs.iter().map(|r| get(r, path)).collect());
+        let worst = |path: &str| {
+            runs.iter()
+                .map(|r| get(r, path))
+                .fold(0.0f64, |a, b| if b.is_nan() { a } else { a.max(b) })
+        };
+        let row = |figure: &str, value: f64, shown: String, target: Target| {
+            let (t, v) = verdict(value, &target);
+            println!("| {name} | {figure} | {shown} | {t} | {v} |");
+        };
+        let runs_note = if n > 1 {
+            format!(" (median of {n})")
+        } else {
+            String::new()
+        };
+        match runs[0]["scenario"].as_str().unwrap_or("") {
+            "fanout" => {
+                let subs = get(&runs[0], "subscribers");
+                let rate = get(&runs[0], "rate");
+                let loss = worst("missing")
+                    + worst("duplicate")
+                    + worst("out_of_order")
+                    + worst("mismatched")
+                    + worst("subscriber_errors");
+                row(
+                    "missing / duplicate / out of order / mismatched (worst run)",
+                    loss,
+                    format!(
+                        "{} / {} / {} / {}",
+                        fmt(worst("missing")),
+                        fmt(worst("duplicate")),
+                        fmt(worst("out_of_order")),
+                        fmt(worst("mismatched"))
+                    ),
+                    Target::Zero,
+                );
+                let d = med("deliveries_per_s");
+                let target = if subs == 1000.0 && rate == 0.0 {
+                    Target::AtLeast(250_000.0)
+                } else {
+                    Target::None
+                };
+                row("deliveries/s", d, format!("{}{runs_note}", fmt(d)), target);
+                let p99 = med("p99_ms");
+                let target = if subs == 1000.0 && rate == 50.0 {
+                    Target::AtMost(20.0)
+                } else {
+                    Target::None
+                };
+                row(
+                    "latency p50 / p90 / p99 / max (ms); target on p99",
+                    p99,
+                    format!(
+                        "{} / {} / {} / {}",
+                        fmt(med("p50_ms")),
+                        fmt(med("p90_ms")),
+                        fmt(p99),
+                        fmt(med("max_ms"))
+                    ),
+                    target,
+                );
+                row(
+                    "server CPU s, per delivery µs / peak RSS kB",
+                    0.0,
+                    format!(
+                        "{}, {} / {}",
+                        fmt(med("server_cpu_s")),
+                        fmt(med("server_cpu_us_per_delivery")),
+                        fmt(med("server_peak_rss_kb"))
+                    ),
+                    Target::None,
+                );
+            }
+            "idle" => {
+                let base = med("baseline_rss_kb");
+                row(
+                    "server RSS with no connection (KiB)",
+                    base,
+                    format!("{}{runs_note}", fmt(base)),
+                    Target::AtMost(4096.0),
+                );
+                let levels = runs[0]["levels"].as_array().map_or(0, Vec::len);
+                for i in 0..levels {
+                    let subs = get(&runs[0], &format!("levels.{i}.subscribers"));
+                    let b = med(&format!("levels.{i}.bytes_per_stream"));
+                    let target = if subs >= 10000.0 {
+                        Target::AtMost(8192.0)
+                    } else {
+                        Target::None
+                    };
+                    row(
+                        &format!("RSS per idle stream at {} streams (bytes)", fmt(subs)),
+                        b,
+                        fmt(b),
+                        target,
+                    );
+                }
+                let cpu = med("idle_cpu_ms");
+                row(
+                    &format!(
+                        "server CPU over {} s, {} idle streams, --keepalive 15 (ms)",
+                        fmt(get(&runs[0], "idle_seconds")),
+                        fmt(get(&runs[0], "idle_subscribers"))
+                    ),
+                    cpu,
+                    format!("{} ({} wake-ups)", fmt(cpu), fmt(med("idle_wakeups"))),
+                    Target::Zero,
+                );
+            }
+            "post" => {
+                let rps = med("requests_per_s");
+                let file = runs[0]["db"].as_str() != Some(":memory:");
+                let target = match (file, mem_post(get(&runs[0], "clients"))) {
+                    (false, _) => Target::AtLeast(25_000.0),
+                    (true, Some(m)) => Target::AtLeast(m / 2.0),
+                    _ => Target::None,
+                };
+                row(
+                    if file {
+                        "requests/s (target: half of :memory: with as many clients)"
+                    } else {
+                        "requests/s"
+                    },
+                    rps,
+                    format!(
+                        "{}{runs_note}; p50 {} ms, p99 {} ms; CPU per request: server {} µs, loadgen {} µs",
+                        fmt(rps),
+                        fmt(med("p50_ms")),
+                        fmt(med("p99_ms")),
+                        fmt(med("server_cpu_us_per_request")),
+                        fmt(med("loadgen_cpu_us_per_request"))
+                    ),
+                    target,
+                );
+                if file {
+                    let c = med("commits_per_message");
+                    row(
+                        "commits per message",
+                        c,
+                        format!("{c:.3}"),
+                        Target::AtMost(0.2),
+                    );
+                }
+            }
+            "slow" => {
+                let loss = worst("missing")
+                    + worst("duplicate")
+                    + worst("out_of_order")
+                    + worst("mismatched")
+                    + worst("subscriber_errors");
+                row(
+                    "readers: missing / duplicate / out of order / mismatched (worst run)",
+                    loss,
+                    format!(
+                        "{} / {} / {} / {}",
+                        fmt(worst("missing")),
+                        fmt(worst("duplicate")),
+                        fmt(worst("out_of_order")),
+                        fmt(worst("mismatched"))
+                    ),
+                    Target::Zero,
+                );
+                let got503 = runs
+                    .iter()
+                    .map(|r| get(r, "refused_503"))
+                    .fold(f64::MAX, f64::min);
+                row(
+                    "posts stall, then 503 (fewest 503s in a run; wait before 503 ms)",
+                    got503,
+                    format!("{} ({} ms)", fmt(got503), fmt(med("wait_503_p50_ms"))),
+                    Target::AtLeast(1.0),
+                );
+                let cut = runs
+                    .iter()
+                    .map(|r| {
+                        get(r, "stalled_disconnected")
+                            * f64::from(u8::from(get(r, "evicted") == 1.0))
+                    })
+                    .fold(1.0, f64::min);
+                row(
+                    "stalled stream cut and counted (every run)",
+                    cut,
+                    if cut == 1.0 {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    Target::AtLeast(1.0),
+                );
+                let after = runs
+                    .iter()
+                    .map(|r| get(r, "accepted_after_stall"))
+                    .fold(f64::MAX, f64::min);
+                row(
+                    "posts accepted after the cut (fewest in a run)",
+                    after,
+                    fmt(after),
+                    Target::AtLeast(1.0),
+                );
+                let consecutive = runs
+                    .iter()
+                    .map(|r| get(r, "ids_consecutive"))
+                    .fold(1.0, f64::min);
+                row(
+                    "accepted ids consecutive (every run)",
+                    consecutive,
+                    if consecutive == 1.0 {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    Target::AtLeast(1.0),
+                );
+                let growth = worst("rss_growth_kb");
+                row(
+                    "server RSS growth during the stall (KiB, worst run)",
+                    growth,
+                    fmt(growth),
+                    Target::None,
+                );
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs smolchat's load benchmark set and prints a markdown table of medians
+# against the targets of issue 7 (the README's "Performance" section).
+#
+#   scripts/bench.sh            # every scenario 5 times, medians (~6 min)
+#   scripts/bench.sh --quick    # every scenario once, smaller (< 1 min once built)
+#   scripts/bench.sh --runs 3   # another number of runs
+#
+# It builds the release binary and the loadgen example first. On a machine
+# with two or more cores the server runs on core 0 and the load generator
+# on core 1 (taskset), so they do not compete with each other. Raw JSON
+# lines and the loadgen's summaries go to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+runs=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1; runs=1 ;;
+        --runs) runs="$2"; shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "usage: scripts/bench.sh [--quick] [--runs N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+cargo build --release --quiet --bin smolchat --example loadgen
+loadgen=target/release/examples/loadgen
+mkdir -p target/bench
+stamp=$(date +%Y%m%d-%H%M%S)
+out=target/bench/$stamp.jsonl
+log=target/bench/$stamp.log
+: > "$out"
+
+pin=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset > /dev/null; then
+    pin=(--server-cpu 0 --loadgen-cpu 1)
+fi
+
+run() {
+    local start=$SECONDS
+    # Pinning flags first: anything after "--" goes to the server.
+    if ! "$loadgen" "${pin[@]}" "$@" >> "$out" 2>> "$log"; then
+        echo "bench: loadgen $* failed; see $log" >&2
+    fi
+    echo "[$((SECONDS - start)) s] $(tail -n 1 "$log")" >&2
+}
+
+db=target/bench/bench.db
+fresh_db() { rm -f "$db" "$db-wal" "$db-shm"; }
+
+if [ "$quick" = 1 ]; then
+    post_s=2; m100=300; m1000=500; paced=100; m10000=20; idle_s=3; slow_s=4; durable_s=2
+else
+    post_s=5; m100=1000; m1000=2000; paced=500; m10000=100; idle_s=10; slow_s=8; durable_s=5
+fi
+
+echo "bench: $runs run(s) of each scenario; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for i in $(seq 1 "$runs"); do
+    echo "bench: run $i of $runs" >&2
+    run post --clients 8 --seconds "$post_s"
+    # More posters in flight: each wake-up of either process then serves
+    # several requests, which matters on a machine whose cores are shared.
+    [ "$quick" = 0 ] && run post --clients 32 --seconds "$post_s"
+    run fanout --subscribers 100 --messages "$m100" --clients 8
+    run fanout --subscribers 1000 --messages "$m1000" --clients 8
+    run fanout --subscribers 1000 --messages "$paced" --rate 50 --clients 4
+    run fanout --subscribers 10000 --messages "$m10000" --clients 8 --timeout 180
+    run idle --subscribers 2000,10000 --seconds "$idle_s" -- --keepalive 15s
+    run slow --subscribers 50 --seconds "$slow_s"
+    for sync in full normal; do
+        fresh_db
+        run post --clients 8 --seconds "$durable_s" --db "$db" --sync "$sync"
+        if [ "$quick" = 0 ]; then
+            fresh_db
+            run post --clients 32 --seconds "$durable_s" --db "$db" --sync "$sync"
+        fi
+    done
+    fresh_db
+done
+
+# How long one fsync takes on the disk holding the database: the floor
+# under a --sync full commit.
+probe=target/bench/fsync.probe
+fsync_s=$(dd if=/dev/zero of="$probe" bs=4k count=200 oflag=dsync 2>&1 |
+    awk '/copied/ { for (i = 2; i <= NF; i++) if ($i == "s,") print $(i - 1) }')
+rm -f "$probe"
+
+echo
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), ${pin[*]:-not pinned};" \
+    "runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "fsync on the database's disk (4 KiB write + sync, dd oflag=dsync, 200 writes): $(awk -v t="$fsync_s" 'BEGIN { printf "%.3f ms each", t * 1000 / 200 }');" \
+    "filesystem $(df -T target/bench | awk 'NR == 2 { print $2 }')."
+echo
+"$loadgen" report < "$out"
+echo
+echo "Raw results: $out"
