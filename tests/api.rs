@@ -264,7 +264,10 @@ fn cors_and_preflight_follow_allow_origin() {
         .contains("content-type"));
     let star = s.raw(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nOrigin: https://chat.example\r\n\r\n");
     assert_eq!(star.status, 204);
-    assert_eq!(star.header("access-control-allow-origin"), Some("https://chat.example"));
+    assert_eq!(
+        star.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
     let r = s.get_with("/rooms", &["Origin: https://chat.example"]);
     assert_eq!(
         r.header("access-control-allow-origin"),
