@@ -19,6 +19,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::history::sqlite::SyncMode;
+use crate::transform::{parse_names, CensorMode, TransformConfig};
+
 /// One flag: its name, the placeholder for its value (`None` for a switch),
 /// the default shown in `--help`, and what it does.
 struct Flag {
@@ -43,99 +46,30 @@ const fn flag(
 }
 
 /// Every flag smolchat takes, in `--help` order.
+#[rustfmt::skip]
 const FLAGS: &[Flag] = &[
-    flag(
-        "addr",
-        Some("ADDR"),
-        "0.0.0.0:8080",
-        "address to listen on (port 0 picks a free one)",
-    ),
-    flag(
-        "db",
-        Some("PATH"),
-        ":memory:",
-        "history store; only :memory: (history lost on exit) for now",
-    ),
+    flag("addr", Some("ADDR"), "0.0.0.0:8080", "address to listen on (port 0 picks a free one)"),
+    flag("db", Some("PATH"), "smolchat.db", "history database file; :memory: keeps history in memory only"),
+    flag("sync", Some("MODE"), "full", "full: a 201 survives power loss; normal: survives a crash of smolchat"),
+    flag("max-age", Some("DURATION"), "none", "also delete messages older than this, e.g. 30d"),
     flag("threads", Some("N"), "number of cores", "executor threads"),
-    flag(
-        "max-connections",
-        Some("N"),
-        "4096",
-        "open connections; more get 503 and are closed",
-    ),
-    flag(
-        "max-rooms",
-        Some("N"),
-        "1024",
-        "rooms; a post or stream that would create one more gets 503",
-    ),
-    flag(
-        "max-message-bytes",
-        Some("N"),
-        "4096",
-        "largest accepted request body, in bytes (413 above)",
-    ),
-    flag(
-        "buffer",
-        Some("N"),
-        "64",
-        "per-room queue: a post waits while the slowest subscriber is N messages behind",
-    ),
+    flag("max-connections", Some("N"), "4096", "open connections; more get 503 and are closed"),
+    flag("max-rooms", Some("N"), "1024", "rooms; a post or stream that would create one more gets 503"),
+    flag("max-message-bytes", Some("N"), "4096", "largest accepted request body, in bytes (413 above)"),
+    flag("buffer", Some("N"), "64", "per-room queue: a post waits while the slowest subscriber is N messages behind"),
     flag("history", Some("N"), "1000", "messages kept per room"),
-    flag(
-        "replay",
-        Some("N"),
-        "50",
-        "messages replayed to a new stream without Last-Event-ID",
-    ),
-    flag(
-        "keepalive",
-        Some("DURATION"),
-        "15s",
-        "comment line on idle streams this often",
-    ),
-    flag(
-        "publish-timeout",
-        Some("DURATION"),
-        "5s",
-        "longest a post waits for a congested room before 503",
-    ),
-    flag(
-        "slow-timeout",
-        Some("DURATION"),
-        "10s",
-        "a stream whose socket accepts nothing this long is cut",
-    ),
-    flag(
-        "header-timeout",
-        Some("DURATION"),
-        "10s",
-        "time allowed to send a request head (and an idle keep-alive)",
-    ),
-    flag(
-        "rate",
-        Some("N"),
-        "5",
-        "posts per second per client (0 turns the limit off)",
-    ),
-    flag(
-        "rate-burst",
-        Some("N"),
-        "10",
-        "posts a client may send at once before --rate applies",
-    ),
-    flag(
-        "trust-proxy",
-        None,
-        "off",
-        "take the client address from the first X-Forwarded-For hop",
-    ),
-    flag(
-        "allow-origin",
-        Some("ORIGIN"),
-        "none",
-        "CORS origin allowed to use the API (repeatable, or *)",
-    ),
+    flag("replay", Some("N"), "50", "messages replayed to a new stream without Last-Event-ID"),
+    flag("keepalive", Some("DURATION"), "15s", "comment line on idle streams this often"),
+    flag("publish-timeout", Some("DURATION"), "5s", "longest a post waits for a congested room before 503"),
+    flag("slow-timeout", Some("DURATION"), "10s", "a stream whose socket accepts nothing this long is cut"),
+    flag("header-timeout", Some("DURATION"), "10s", "time allowed to send a request head (and an idle keep-alive)"),
+    flag("transforms", Some("LIST"), "censor,emoji,code", "message transforms, in order (also: autocorrect; empty for none)"),
+    flag("censor-words", Some("FILE"), "built-in list", "censor's word list: one word per line, # comments"),
+    flag("censor-mode", Some("MODE"), "mask", "censor: mask listed words (****) or refuse the message (422)"),
+    flag("rate", Some("N"), "5", "posts per second per client (0 turns the limit off)"),
+    flag("rate-burst", Some("N"), "10", "posts a client may send at once before --rate applies"),
+    flag("trust-proxy", None, "off", "take the client address from the first X-Forwarded-For hop"),
+    flag("allow-origin", Some("ORIGIN"), "none", "CORS origin allowed to use the API (repeatable, or *)"),
 ];
 
 /// The validated configuration the server runs with.
@@ -145,6 +79,10 @@ pub struct Config {
     pub addr: SocketAddr,
     /// History store path; `:memory:` for none.
     pub db: String,
+    /// SQLite `synchronous` level.
+    pub sync: SyncMode,
+    /// Messages older than this are deleted, if set.
+    pub max_age: Option<Duration>,
     /// Executor threads.
     pub threads: usize,
     /// Open connections allowed at once.
@@ -175,13 +113,16 @@ pub struct Config {
     pub trust_proxy: bool,
     /// CORS origins; `*` allows any.
     pub allow_origins: Vec<String>,
+    /// The message pipeline's settings; `main` fills in the word list.
+    pub transforms: TransformConfig,
+    /// `--censor-words`: the file `main` reads the word list from.
+    pub censor_words_file: Option<String>,
 }
 
 impl Config {
-    /// The configuration with every default: what `smolchat` runs with when
-    /// given no flags, except for the thread count, which is 2 here.
+    /// The configuration with every default except `--db :memory:`.
     pub fn defaults() -> Self {
-        match parse(Vec::<OsString>::new(), |_| None) {
+        match parse(["--db", ":memory:"], |_| None) {
             Ok(Command::Run(c)) => *c,
             _ => unreachable!("the defaults are valid"),
         }
@@ -343,12 +284,29 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
             err(format!("invalid value for --addr: expected IP:PORT like 0.0.0.0:8080 or [::]:8080, got {s:?}"))
         })?,
     };
-    let db = one("db").unwrap_or(":memory:").to_string();
-    if db != ":memory:" {
-        return err(format!(
-            "--db {db:?}: only --db :memory: is supported by this build (the durable store is not built in yet)"
-        ));
+    let db = one("db").unwrap_or("smolchat.db").to_string();
+    if db.is_empty() {
+        return err("invalid value for --db: expected a file path or :memory:");
     }
+    let sync = match one("sync") {
+        None => SyncMode::Full,
+        Some(s) => SyncMode::parse(s).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid value for --sync: expected full or normal, got {s:?}"
+            ))
+        })?,
+    };
+    let max_age = match one("max-age") {
+        None => None,
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                return err(format!(
+                    "invalid value for --max-age: expected a duration like 30d or 12h, got {s:?}"
+                ))
+            }
+        },
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let trust_proxy = match one("trust-proxy") {
         None => false,
@@ -371,10 +329,21 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         }
     }
 
+    let mut transforms = TransformConfig::default();
+    if let Some(list) = one("transforms") {
+        transforms.names = parse_names(list)
+            .map_err(|e| ConfigError(format!("invalid value for --transforms: {e}")))?;
+    }
+    if let Some(mode) = one("censor-mode") {
+        transforms.censor_mode = CensorMode::parse(mode)
+            .map_err(|e| ConfigError(format!("invalid value for --censor-mode: {e}")))?;
+    }
     let history = num("history", 1000, 1, 1_000_000)?;
     Ok(Config {
         addr,
         db,
+        sync,
+        max_age,
         threads: num("threads", cores, 1, 1024)?,
         max_connections: num("max-connections", 4096, 1, 1_000_000)?,
         max_rooms: num("max-rooms", 1024, 1, 1_000_000)?,
@@ -390,6 +359,8 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         rate_burst: num("rate-burst", 10, 1, 1_000_000)? as u32,
         trust_proxy,
         allow_origins,
+        transforms,
+        censor_words_file: one("censor-words").map(str::to_string),
     })
 }
 
@@ -524,7 +495,11 @@ mod tests {
             (&["--publish-timeout", "5 parsecs"], "--publish-timeout"),
             (&["--allow-origin", "example.org/x"], "--allow-origin"),
             (&["--replay", "2000"], "--replay"),
-            (&["--db", "chat.db"], "--db"),
+            (&["--db", ""], "--db"),
+            (&["--sync", "sometimes"], "--sync"),
+            (&["--max-age", "forever"], "--max-age"),
+            (&["--transforms", "censor,sparkle"], "--transforms"),
+            (&["--censor-mode", "shout"], "--censor-mode"),
             (&["--nope"], "--nope"),
             (&["stray"], "stray"),
             (&["--buffer"], "--buffer"),

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use smolchat::app::App;
 use smolchat::config::{self, Command};
 use smolchat::server;
-use smolchat::transform::Pipeline;
+use smolchat::transform::{ConfigError as TransformError, Pipeline};
 
 fn main() -> ExitCode {
-    let config = match config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
+    let mut config = match config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help(text)) => {
             print!("{text}");
@@ -19,6 +19,13 @@ fn main() -> ExitCode {
             println!("{v}");
             return ExitCode::SUCCESS;
         }
+        Err(e) => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pipeline = match pipeline(&mut config) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("smolchat: {e}");
             return ExitCode::from(2);
@@ -44,14 +51,38 @@ fn main() -> ExitCode {
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.addr.to_string(), |a| a.to_string());
-    let app = App::new(config, Pipeline::none());
+    let app = match App::open(config, pipeline) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("smolchat: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("smolchat listening on http://{addr}");
     let _ = std::io::stdout().flush();
-    match server::run(listener, app) {
+    let result = server::run(listener, app.clone());
+    // Commit whatever posts are still queued before exiting.
+    app.close_store();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("smolchat: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Reads `--censor-words` and builds the transform pipeline.
+fn pipeline(config: &mut config::Config) -> Result<Pipeline, String> {
+    if let Some(path) = &config.censor_words_file {
+        let words =
+            std::fs::read_to_string(path).map_err(|e| format!("--censor-words {path}: {e}"))?;
+        config.transforms.censor_words = Some(words);
+    }
+    Pipeline::from_config(&config.transforms).map_err(|e| match (&e, &config.censor_words_file) {
+        (TransformError::CensorWord { .. } | TransformError::EmptyWordList, Some(path)) => {
+            format!("--censor-words {path}: {e}")
+        }
+        _ => format!("invalid value for --transforms: {e}"),
+    })
 }

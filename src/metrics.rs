@@ -24,6 +24,12 @@ pub struct Metrics {
     pub messages_published: AtomicU64,
     /// Streams cut because their socket accepted nothing for `--slow-timeout`.
     pub subscribers_evicted: AtomicU64,
+    /// Database transactions committed.
+    pub store_commits: AtomicU64,
+    /// Messages written to the database.
+    pub store_messages: AtomicU64,
+    /// Database transactions that failed (their posts got 503).
+    pub store_errors: AtomicU64,
     posts_refused: [AtomicU64; REFUSED_STATUSES.len()],
 }
 
@@ -57,6 +63,9 @@ impl Metrics {
             rooms: rooms as u64,
             messages_published: self.messages_published.load(Relaxed),
             subscribers_evicted: self.subscribers_evicted.load(Relaxed),
+            store_commits: self.store_commits.load(Relaxed),
+            store_messages: self.store_messages.load(Relaxed),
+            store_errors: self.store_errors.load(Relaxed),
             posts_refused: REFUSED_STATUSES.map(|s| (s, self.posts_refused(s))),
         }
     }
@@ -81,6 +90,12 @@ pub struct Snapshot {
     pub messages_published: u64,
     /// See [`Metrics::subscribers_evicted`].
     pub subscribers_evicted: u64,
+    /// See [`Metrics::store_commits`].
+    pub store_commits: u64,
+    /// See [`Metrics::store_messages`].
+    pub store_messages: u64,
+    /// See [`Metrics::store_errors`].
+    pub store_errors: u64,
     /// Refused posts by status.
     pub posts_refused: [(u16, u64); REFUSED_STATUSES.len()],
 }
@@ -145,6 +160,24 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Streams cut because their socket accepted nothing for --slow-timeout.",
         s.subscribers_evicted,
+    );
+    one(
+        "smolchat_store_commits_total",
+        "counter",
+        "Database transactions committed (one per group of posts).",
+        s.store_commits,
+    );
+    one(
+        "smolchat_store_messages_total",
+        "counter",
+        "Messages written to the database.",
+        s.store_messages,
+    );
+    one(
+        "smolchat_store_errors_total",
+        "counter",
+        "Database transactions that failed; their posts got 503.",
+        s.store_errors,
     );
     out.push_str("# HELP smolchat_posts_refused_total Posts refused, by status.\n");
     out.push_str("# TYPE smolchat_posts_refused_total counter\n");

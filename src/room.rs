@@ -30,9 +30,10 @@ use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use event_listener::Event as Notify;
 use futures_lite::FutureExt;
 
-use crate::history::{Entry, MemoryHistory};
+use crate::history::{Entry, MemoryHistory, Store};
 use crate::http::sse::{encode, Event, Frame};
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
+use crate::shutdown::Shutdown;
 
 /// One chat room.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Room {
 #[derive(Debug)]
 struct State {
     next_id: u64,
+    /// Queue slots held for messages being committed to the database.
+    reserved: usize,
     history: MemoryHistory,
     online: usize,
     /// Named subscribers and how many streams each has open.
@@ -65,10 +68,30 @@ pub struct NewMessage {
     pub spans: Option<Vec<Span>>,
 }
 
-/// The room's queue stayed full until the deadline: the message was
-/// neither stored nor delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Congested;
+impl Message {
+    fn from_new(new: NewMessage, room: RoomName, id: u64, time: Timestamp) -> Message {
+        Message {
+            id,
+            room,
+            user: new.user,
+            text: new.text,
+            time,
+            spans: new.spans,
+        }
+    }
+}
+
+/// Why a message was not published. In every case it was neither stored
+/// nor delivered, and no id was used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// The queue stayed full until the deadline.
+    Congested,
+    /// The server is shutting down.
+    Stopping,
+    /// The database could not store it.
+    Storage(String),
+}
 
 /// A public summary of a room, for `GET /rooms`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -96,12 +119,37 @@ impl Room {
             _keep_open: rx.deactivate(),
             state: Mutex::new(State {
                 next_id: 1,
+                reserved: 0,
                 history: MemoryHistory::new(history),
                 online: 0,
                 users: BTreeMap::new(),
             }),
             space: Notify::new(),
         }
+    }
+
+    /// A room restored from the database: ids continue after `last_id`,
+    /// and `messages` (consecutive ids ending at `last_id`) fill history.
+    pub fn restore(
+        name: RoomName,
+        buffer: usize,
+        history: usize,
+        last_id: u64,
+        messages: Vec<Message>,
+    ) -> Self {
+        let room = Room::new(name, buffer, history);
+        {
+            let mut st = room.lock();
+            st.next_id = last_id + 1;
+            for msg in messages {
+                let frame = encode(&Event::Message(&msg));
+                st.history.push(Entry {
+                    msg: Arc::new(msg),
+                    frame,
+                });
+            }
+        }
+        room
     }
 
     /// The room name.
@@ -115,45 +163,62 @@ impl Room {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores and queues a message for every current subscriber, waiting
-    /// until `deadline` while the queue is full.
+    /// Stores and queues a message for every current subscriber.
+    ///
+    /// Waits until `deadline` for a free queue slot (or until `stop` fires),
+    /// then either delivers at once (`:memory:`) or hands the message to the
+    /// database writer, which commits it before delivering it. The slot is
+    /// reserved while the commit is in flight, so a committed message always
+    /// fits in the queue; once handed over, a message is never abandoned.
     pub async fn publish(
-        &self,
+        self: &Arc<Self>,
         new: NewMessage,
         time: Timestamp,
         deadline: Instant,
-    ) -> Result<Arc<Message>, Congested> {
-        let mut msg = Message {
-            id: 0,
-            room: self.name.clone(),
-            user: new.user,
-            text: new.text,
-            time,
-            spans: new.spans,
-        };
+        store: &Store,
+        stop: &Shutdown,
+    ) -> Result<Arc<Message>, PublishError> {
+        match store {
+            Store::Memory => {
+                let mut new = Some(new);
+                self.when_slot_free(deadline, stop, |room, st| {
+                    let new = new.take().expect("a slot is taken once");
+                    room.deliver(
+                        st,
+                        Message::from_new(new, room.name.clone(), st.next_id, time),
+                    )
+                })
+                .await
+            }
+            Store::Sqlite(writer) => {
+                self.when_slot_free(deadline, stop, |_, st| st.reserved += 1)
+                    .await?;
+                // No await between reserving and handing over: a dropped
+                // request cannot leak the reservation.
+                let reply = writer.submit(self.clone(), new, time);
+                match reply.recv().await {
+                    Ok(Ok(msg)) => Ok(msg),
+                    Ok(Err(e)) => Err(PublishError::Storage(e.0)),
+                    Err(_) => Err(PublishError::Storage("the database writer stopped".into())),
+                }
+            }
+        }
+    }
+
+    /// Runs `take` under the state lock once the queue has a slot that is
+    /// neither used nor reserved, waiting until `deadline`.
+    async fn when_slot_free<T>(
+        &self,
+        deadline: Instant,
+        stop: &Shutdown,
+        mut take: impl FnMut(&Room, &mut State) -> T,
+    ) -> Result<T, PublishError> {
         let mut listener = None;
         loop {
             {
                 let mut st = self.lock();
-                // Checked under the lock, so the encoding below is not wasted
-                // on every retry while the queue stays full.
-                if !self.tx.is_full() {
-                    msg.id = st.next_id;
-                    let frame = encode(&Event::Message(&msg));
-                    match self.tx.try_broadcast(frame.clone()) {
-                        Ok(_) | Err(TrySendError::Inactive(_)) => {
-                            st.next_id += 1;
-                            let msg = Arc::new(msg);
-                            st.history.push(Entry {
-                                msg: msg.clone(),
-                                frame,
-                            });
-                            return Ok(msg);
-                        }
-                        Err(TrySendError::Full(_)) => {}
-                        // We hold an inactive receiver, so the channel stays open.
-                        Err(TrySendError::Closed(_)) => return Err(Congested),
-                    }
+                if self.tx.len() + st.reserved < self.tx.capacity() {
+                    return Ok(take(self, &mut st));
                 }
             }
             match listener.take() {
@@ -161,20 +226,89 @@ impl Room {
                 // made space between our check and `listen`.
                 None => listener = Some(self.space.listen()),
                 Some(l) => {
+                    enum Woke {
+                        Space,
+                        Late,
+                        Stop,
+                    }
                     let woke = async {
                         l.await;
-                        true
+                        Woke::Space
                     }
                     .or(async {
                         smol::Timer::at(deadline).await;
-                        false
+                        Woke::Late
+                    })
+                    .or(async {
+                        stop.wait().await;
+                        Woke::Stop
                     })
                     .await;
-                    if !woke {
-                        return Err(Congested);
+                    match woke {
+                        Woke::Space => {}
+                        Woke::Late => return Err(PublishError::Congested),
+                        Woke::Stop => return Err(PublishError::Stopping),
                     }
                 }
             }
+        }
+    }
+
+    /// Queues and stores a message whose id is `st.next_id`; the caller
+    /// made sure a slot is free.
+    fn deliver(&self, st: &mut State, msg: Message) -> Arc<Message> {
+        debug_assert_eq!(msg.id, st.next_id);
+        let frame = encode(&Event::Message(&msg));
+        match self.tx.try_broadcast(frame.clone()) {
+            Ok(_) | Err(TrySendError::Inactive(_)) => {}
+            // Cannot happen: a slot was free or reserved under this lock, and
+            // we hold an inactive receiver so the channel stays open. If it
+            // ever did, wait rather than lose the message for subscribers.
+            Err(TrySendError::Full(f)) | Err(TrySendError::Closed(f)) => {
+                log::error!("room {} queue unexpectedly full; waiting", self.name);
+                let _ = self.tx.broadcast_blocking(f);
+            }
+        }
+        st.next_id = msg.id + 1;
+        let msg = Arc::new(msg);
+        st.history.push(Entry {
+            msg: msg.clone(),
+            frame,
+        });
+        msg
+    }
+
+    /// The next id to hand out; the database writer numbers a batch from it.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.lock().next_id
+    }
+
+    /// Delivers a committed message into its reserved slot.
+    pub(crate) fn deliver_committed(&self, msg: Message) -> Arc<Message> {
+        let mut st = self.lock();
+        st.reserved = st.reserved.saturating_sub(1);
+        self.deliver(&mut st, msg)
+    }
+
+    /// Gives back a reservation whose message was not committed.
+    pub(crate) fn release(&self) {
+        {
+            let mut st = self.lock();
+            st.reserved = st.reserved.saturating_sub(1);
+        }
+        self.space.notify(usize::MAX);
+    }
+
+    /// Drops history older than `cutoff` (for `--max-age`).
+    pub fn prune_older_than(&self, cutoff: Timestamp) {
+        self.lock().history.prune_older_than(cutoff);
+    }
+
+    /// Queues a presence event unless that would take a slot a message may
+    /// need: presence is best effort and never makes a post wait.
+    fn announce(&self, st: &State, event: &Event<'_>) {
+        if self.tx.len() + st.reserved + 1 < self.tx.capacity() {
+            let _ = self.tx.try_broadcast(encode(event));
         }
     }
 
@@ -195,12 +329,14 @@ impl Room {
             let n = st.users.entry(u.clone()).or_insert(0);
             *n += 1;
             if *n == 1 {
-                // Sent before our receiver exists, so we do not get our own
-                // join. Presence is best effort: never waits on a full queue.
-                let _ = self.tx.try_broadcast(encode(&Event::Join {
-                    user: u,
-                    online: st.online,
-                }));
+                // Sent before our receiver exists, so we do not get our own join.
+                self.announce(
+                    &st,
+                    &Event::Join {
+                        user: u,
+                        online: st.online,
+                    },
+                );
             }
         }
         let rx = self.tx.new_receiver();
@@ -293,10 +429,13 @@ impl Drop for Subscription {
                 *n -= 1;
                 if *n == 0 {
                     st.users.remove(u);
-                    let _ = self.room.tx.try_broadcast(encode(&Event::Leave {
-                        user: u,
-                        online: st.online,
-                    }));
+                    self.room.announce(
+                        &st,
+                        &Event::Leave {
+                            user: u,
+                            online: st.online,
+                        },
+                    );
                 }
             }
         }
@@ -322,15 +461,29 @@ mod tests {
         Instant::now() + Duration::from_millis(50)
     }
 
+    fn publish(
+        room: &Arc<Room>,
+        new: NewMessage,
+        deadline: Instant,
+    ) -> Result<Arc<Message>, PublishError> {
+        smol::block_on(room.publish(
+            new,
+            Timestamp(0),
+            deadline,
+            &Store::Memory,
+            &Shutdown::new(),
+        ))
+    }
+
     fn text(frame: &Frame) -> String {
         String::from_utf8(frame.to_vec()).unwrap()
     }
 
     #[test]
     fn a_post_to_an_empty_room_does_not_wait() {
-        let room = Room::new(RoomName::lobby(), 2, 10);
+        let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
         for i in 1..=5 {
-            let m = smol::block_on(room.publish(new_message("x"), Timestamp(0), soon())).unwrap();
+            let m = publish(&room, new_message("x"), soon()).unwrap();
             assert_eq!(m.id, i);
         }
         assert_eq!(room.info().last_id, 5);
@@ -341,15 +494,15 @@ mod tests {
         let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
         let (sub, _) = room.subscribe(None, 0, None);
         for _ in 0..2 {
-            smol::block_on(room.publish(new_message("x"), Timestamp(0), soon())).unwrap();
+            publish(&room, new_message("x"), soon()).unwrap();
         }
         assert_eq!(
-            smol::block_on(room.publish(new_message("late"), Timestamp(0), soon())),
-            Err(Congested)
+            publish(&room, new_message("late"), soon()),
+            Err(PublishError::Congested)
         );
         assert_eq!(room.info().last_id, 2);
         drop(sub);
-        let m = smol::block_on(room.publish(new_message("after"), Timestamp(0), soon())).unwrap();
+        let m = publish(&room, new_message("after"), soon()).unwrap();
         assert_eq!(m.id, 3);
     }
 
@@ -357,14 +510,14 @@ mod tests {
     fn a_waiting_post_goes_through_when_the_subscriber_catches_up() {
         let room = Arc::new(Room::new(RoomName::lobby(), 1, 10));
         let (mut sub, _) = room.subscribe(None, 0, None);
-        smol::block_on(room.publish(new_message("1"), Timestamp(0), soon())).unwrap();
+        publish(&room, new_message("1"), soon()).unwrap();
         let r2 = room.clone();
         let waiter = std::thread::spawn(move || {
-            smol::block_on(r2.publish(
+            publish(
+                &r2,
                 new_message("2"),
-                Timestamp(0),
                 Instant::now() + Duration::from_secs(30),
-            ))
+            )
         });
         let first = smol::block_on(sub.receiver().recv()).unwrap();
         assert!(text(&first).contains("\"text\":\"1\""));
@@ -378,15 +531,14 @@ mod tests {
     fn subscribe_splits_history_and_live_without_gap_or_duplicate() {
         let room = Arc::new(Room::new(RoomName::lobby(), 8, 10));
         for i in 0..4 {
-            smol::block_on(room.publish(new_message(&i.to_string()), Timestamp(0), soon()))
-                .unwrap();
+            publish(&room, new_message(&i.to_string()), soon()).unwrap();
         }
         let (mut sub, frames) = room.subscribe(Some(2), 50, None);
         let replayed: Vec<String> = frames.iter().map(text).collect();
         assert!(replayed[0].starts_with("event: hello"));
         assert!(replayed[1].contains("id: 3\n") && replayed[2].contains("id: 4\n"));
         assert_eq!(replayed.len(), 3);
-        smol::block_on(room.publish(new_message("live"), Timestamp(0), soon())).unwrap();
+        publish(&room, new_message("live"), soon()).unwrap();
         assert!(text(&sub.receiver().try_recv().unwrap()).contains("id: 5\n"));
         assert!(sub.receiver().try_recv().is_err());
     }

@@ -59,13 +59,22 @@ pub fn run(listener: StdListener, app: App) -> io::Result<()> {
         );
     }
     let result = smol::block_on(ex.run(async {
-        let mut signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+        use async_signal::{Signal, Signals};
+        let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Xfsz])?;
         let shutdown = app.shutdown.clone();
         ex.spawn(async move {
-            if signals.next().await.is_some() {
-                log::info!("signal received, shutting down");
-                shutdown.trigger();
+            while let Some(sig) = signals.next().await {
+                match sig {
+                    // Over a file-size limit (ulimit -f, LimitFSIZE=): by
+                    // default the process would die; handled, the write fails
+                    // with EFBIG and the posts concerned get 503 instead.
+                    Ok(Signal::Xfsz) => log::warn!("file size limit reached; database writes fail"),
+                    _ => {
+                        log::info!("signal received, shutting down");
+                        shutdown.trigger();
+                        break;
+                    }
+                }
             }
         })
         .detach();

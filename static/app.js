@@ -1,38 +1,392 @@
-// Minimal client: one EventSource on the lobby, a form that posts JSON.
-// Message text is only ever inserted with textContent.
-'use strict';
-const $ = (id) => document.getElementById(id);
-const list = $('messages');
-const user = $('user');
-user.value = localStorage.getItem('smolchat.user') || '';
+// The chat page: wires the room (stream.js), the message list (list.js)
+// and the composer (send.js) to the document.
+//
+// The room comes from the URL hash (`/#kitchen`), so a link opens it and
+// Back goes to the previous room. The name lives in localStorage, so it is
+// asked once per browser; a change in one tab reaches the others through
+// the `storage` event.
 
-function add(m) {
-  const li = document.createElement('li');
-  const who = document.createElement('b');
-  who.textContent = m.user + ': ';
-  li.append(who, document.createTextNode(m.text));
-  list.append(li);
-  li.scrollIntoView({ block: 'end' });
+import { MessageList } from './list.js';
+import { explain, post } from './send.js';
+import { openRoom } from './stream.js';
+
+const $ = (id) => document.getElementById(id);
+const NAME_KEY = 'smolchat.name';
+const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+const STATES = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' };
+
+let me = validName(storage('get')) ?? '';
+let room = null;
+let conn = null;
+let unseen = 0; // messages from others while the tab is hidden
+
+const list = new MessageList({
+  ol: $('messages'),
+  scroller: $('scroller'),
+  jump: $('jump'),
+  empty: $('empty'),
+  isMine: (m) => me !== '' && m.user === me,
+});
+
+// ---- rooms ----
+
+function roomFromHash() {
+  let raw = '';
+  try {
+    raw = decodeURIComponent(location.hash.slice(1));
+  } catch {
+    // A malformed escape is just a bad name.
+  }
+  return { raw, room: ROOM_RE.test(raw) ? raw : null };
 }
 
-const es = new EventSource('/events');
-es.addEventListener('open', () => { $('state').textContent = 'live'; });
-es.addEventListener('error', () => { $('state').textContent = 'reconnecting'; });
-es.addEventListener('message', (e) => add(JSON.parse(e.data)));
+function followHash() {
+  const { raw, room: wanted } = roomFromHash();
+  if (!wanted) {
+    if (raw) roomError(`"${raw}" is not a room name. ${ROOM_RULE}`);
+    history.replaceState(null, '', `#${room ?? 'lobby'}`);
+    if (room) return;
+  }
+  enter(wanted ?? 'lobby');
+}
 
-$('send').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const text = $('text');
-  localStorage.setItem('smolchat.user', user.value);
-  const body = { text: text.value };
-  if (user.value.trim()) body.user = user.value.trim();
+const ROOM_RULE = 'Room names use letters, digits, "_", "." and "-" (up to 64).';
+
+function roomError(text) {
+  $('room-error').textContent = text;
+}
+
+function enter(name) {
+  if (name === room) return;
+  conn?.close();
+  room = name;
+  list.clear();
+  setState('connecting');
+  showPresence({ online: 0, users: [] });
+  $('room-title').textContent = `#${room}`;
+  $('text').placeholder = `Message #${room}`;
+  updateTitle();
+  markCurrentRoom();
+  connect();
+  loadRooms();
+}
+
+function connect() {
+  conn?.close();
+  conn = openRoom({ room, user: me, onEvent });
+}
+
+function onEvent(ev) {
+  switch (ev.t) {
+    case 'role':
+      document.documentElement.dataset.role = ev.role;
+      break;
+    case 'state':
+      setState(ev.state);
+      break;
+    case 'presence':
+      showPresence(ev);
+      break;
+    case 'message':
+      list.add(ev.m);
+      if (document.hidden && ev.m.user !== me) {
+        unseen++;
+        updateTitle();
+      }
+      break;
+    case 'gap':
+      list.notice('Some older messages are no longer available.', ev.since + 0.5);
+      break;
+    case 'restart':
+      list.restart('The server restarted. Newer messages continue below.');
+      break;
+  }
+}
+
+function setState(state) {
+  const el = $('state');
+  el.dataset.state = state;
+  el.textContent = STATES[state] ?? state;
+}
+
+function showPresence({ online, users }) {
+  $('online-count').textContent = online > 0 ? `${online} online` : '';
+  const people = $('people');
+  people.replaceChildren(...users.map((name) => {
+    const li = document.createElement('li');
+    li.textContent = name;
+    if (name === me) {
+      const you = document.createElement('span');
+      you.className = 'you';
+      you.textContent = ' (you)';
+      li.append(you);
+    }
+    return li;
+  }));
+  const unnamed = online - users.length;
+  if (unnamed > 0) {
+    const li = document.createElement('li');
+    li.className = 'unnamed';
+    li.textContent = unnamed === 1 ? '1 more without a name' : `${unnamed} more without a name`;
+    people.append(li);
+  }
+}
+
+let rooms = [];
+
+async function loadRooms() {
   try {
-    const res = await fetch('/messages', {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-    });
-    if (res.ok) { text.value = ''; $('error').textContent = ''; }
-    else { $('error').textContent = (await res.json()).error; }
-  } catch (err) {
-    $('error').textContent = 'network error: ' + err.message;
+    const res = await fetch('/rooms', { cache: 'no-store' });
+    if (res.ok) rooms = await res.json();
+  } catch {
+    return; // the connection state already says the server is away
+  }
+  const names = new Set(rooms.map((r) => r.room));
+  const all = [...rooms];
+  if (room && !names.has(room)) all.push({ room, online: 0 });
+  if (!names.has('lobby') && room !== 'lobby') all.push({ room: 'lobby', online: 0 });
+  all.sort((a, b) => (a.room === 'lobby' ? -1 : b.room === 'lobby' ? 1 : a.room.localeCompare(b.room)));
+  $('rooms').replaceChildren(...all.map((r) => {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = `#${r.room}`;
+    a.textContent = `#${r.room}`;
+    const count = document.createElement('span');
+    count.className = 'count';
+    count.textContent = r.online > 0 ? String(r.online) : '';
+    if (r.online > 0) count.title = `${r.online} online`;
+    a.append(count);
+    li.append(a);
+    return li;
+  }));
+  $('room-options').replaceChildren(...all.map((r) => new Option(r.room)));
+  markCurrentRoom();
+}
+
+function markCurrentRoom() {
+  for (const a of $('rooms').querySelectorAll('a')) {
+    if (a.hash === `#${room}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+$('room-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const input = $('room-input');
+  const name = input.value.trim().replace(/^#/, '');
+  if (!ROOM_RE.test(name)) {
+    roomError(name ? `"${name}" is not a room name. ${ROOM_RULE}` : 'Type a room name first.');
+    input.focus();
+    return;
+  }
+  roomError('');
+  input.value = '';
+  openSide(false);
+  location.hash = name;
+  $('text').focus();
+});
+
+// ---- the side panel (a drawer on narrow screens) ----
+
+function openSide(open) {
+  $('side').classList.toggle('open', open);
+  $('menu').setAttribute('aria-expanded', String(open));
+  if (open) {
+    loadRooms();
+    $('room-input').focus();
+  }
+}
+
+$('menu').addEventListener('click', () => openSide(!$('side').classList.contains('open')));
+$('rooms').addEventListener('click', (e) => {
+  if (e.target.closest('a')) openSide(false);
+});
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && $('side').classList.contains('open')) {
+    openSide(false);
+    $('menu').focus();
   }
 });
+
+// ---- the name ----
+
+function storage(op, value) {
+  try {
+    if (op === 'get') return localStorage.getItem(NAME_KEY);
+    localStorage.setItem(NAME_KEY, value);
+  } catch {
+    // Storage can be off (private modes); the name then lasts for this page.
+  }
+  return null;
+}
+
+/** The name as the server will take it, or null when it would refuse it. */
+function validName(raw) {
+  const name = String(raw ?? '').trim();
+  const chars = [...name].length;
+  // eslint-disable-next-line no-control-regex
+  return chars >= 1 && chars <= 32 && !/[\u0000-\u001f\u007f-\u009f]/.test(name) ? name : null;
+}
+
+function showName(editing = false) {
+  $('me-name').textContent = me;
+  $('me').hidden = editing || !me;
+  $('name-form').hidden = !(editing || !me);
+}
+
+function setName(name) {
+  if (name === me) return;
+  me = name;
+  showName();
+  list.refresh();
+  if (room) connect(); // presence is per name
+}
+
+$('name-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const name = validName($('name').value);
+  if (!name) {
+    $('name-error').textContent = 'A name is 1 to 32 characters.';
+    $('name').focus();
+    return;
+  }
+  $('name-error').textContent = '';
+  storage('set', name);
+  setName(name);
+  showName();
+  $('text').focus();
+});
+
+$('name').addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && me) {
+    showName();
+    $('rename').focus();
+  }
+});
+
+$('rename').addEventListener('click', () => {
+  $('name').value = me;
+  showName(true);
+  $('name').focus();
+  $('name').select();
+});
+
+addEventListener('storage', (e) => {
+  if (e.key === NAME_KEY) setName(validName(e.newValue) ?? '');
+});
+
+// ---- the composer ----
+
+const box = $('text');
+const button = $('send-button');
+let sending = false;
+let coolingDown = false;
+
+function say(text, kind = 'info') {
+  const notice = $('notice');
+  notice.textContent = text;
+  notice.dataset.kind = kind;
+}
+
+function busy(label) {
+  sending = label !== null;
+  button.disabled = sending || coolingDown;
+  button.textContent = label ?? 'Send';
+  $('send').setAttribute('aria-busy', String(sending));
+}
+
+/** Calls `tick(s)` for s = seconds … 1, one second apart, then resolves. */
+function countDown(seconds, tick) {
+  return new Promise((resolve) => {
+    const step = (s) => {
+      if (s <= 0) return resolve();
+      tick(s);
+      setTimeout(() => step(s - 1), 1000);
+    };
+    step(seconds);
+  });
+}
+
+async function submit() {
+  if (sending || coolingDown) return;
+  const text = box.value;
+  if (!text.trim()) {
+    box.focus();
+    return;
+  }
+  const target = room;
+  busy('Sending…');
+  say('');
+  for (let tries = 0; ; tries++) {
+    const res = await post(target, me, text);
+    if (res.ok) {
+      // Keep anything typed meanwhile.
+      if (box.value === text) box.value = '';
+      fit();
+      break;
+    }
+    if (res.status === 503 && tries < 5) {
+      busy('Retrying…');
+      await countDown(res.retryAfter, (s) => say(explain(res, s), 'wait'));
+      say('Sending again…', 'wait');
+      continue;
+    }
+    if (res.status === 503) {
+      say('The room is still busy and your message was not sent. Try again in a moment.', 'error');
+    } else if (res.status === 429) {
+      coolingDown = true;
+      busy(null);
+      await countDown(res.retryAfter, (s) => say(explain(res, s), 'error'));
+      coolingDown = false;
+      say('');
+    } else {
+      say(explain(res), 'error');
+    }
+    break;
+  }
+  busy(null);
+}
+
+$('send').addEventListener('submit', (e) => {
+  e.preventDefault();
+  submit();
+});
+
+box.addEventListener('keydown', (e) => {
+  // Enter sends; Shift+Enter is a new line; Enter that ends an IME
+  // composition (Japanese, Chinese...) only confirms the characters.
+  if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.isComposing && e.keyCode !== 229) {
+    e.preventDefault();
+    submit();
+  }
+});
+
+/** Grows the box with its text, up to the cap the stylesheet sets. */
+function fit() {
+  box.style.height = 'auto';
+  box.style.height = `${box.scrollHeight + 2}px`;
+}
+box.addEventListener('input', fit);
+
+// ---- the tab title ----
+
+function updateTitle() {
+  document.title = `${unseen > 0 ? `(${unseen}) ` : ''}#${room} · smolchat`;
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && unseen > 0) {
+    unseen = 0;
+    updateTitle();
+  }
+});
+
+// ---- start ----
+
+showName();
+addEventListener('hashchange', followHash);
+followHash();
+setInterval(() => {
+  if (!document.hidden) loadRooms();
+}, 15000);
+(me ? box : $('name')).focus();

@@ -56,7 +56,7 @@ fn invalid_values_exit_2_with_a_clear_message() {
         (&["--addr", "nowhere"], &[], "--addr"),
         (&["--frobnicate"], &[], "unknown flag --frobnicate"),
         (&["--publish-timeout", "soon"], &[], "--publish-timeout"),
-        (&["--db", "chat.db"], &[], "--db"),
+        (&["--sync", "always"], &[], "--sync"),
         (&[], &[("SMOLCHAT_MAX_ROOMS", "lots")], "--max-rooms"),
     ] {
         let out = smolchat(args, env);

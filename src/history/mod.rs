@@ -10,7 +10,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::http::sse::Frame;
-use crate::message::Message;
+use crate::message::{Message, Timestamp};
+
+pub mod sqlite;
+pub mod writer;
+
+pub use writer::Writer;
+
+/// Where history lives beyond the in-memory window.
+#[derive(Debug)]
+pub enum Store {
+    /// Nowhere: `--db :memory:`, history is lost on exit.
+    Memory,
+    /// A SQLite file, written by a dedicated thread with group commit.
+    Sqlite(Writer),
+}
 
 /// A stored message and its SSE encoding.
 #[derive(Clone, Debug)]
@@ -53,6 +67,13 @@ impl MemoryHistory {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);
+    }
+
+    /// Drops messages older than `cutoff` from the front.
+    pub fn prune_older_than(&mut self, cutoff: Timestamp) {
+        while self.entries.front().is_some_and(|e| e.msg.time < cutoff) {
+            self.entries.pop_front();
+        }
     }
 
     /// Number of messages held.

@@ -18,13 +18,13 @@ pub mod sse;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use futures_lite::{AsyncReadExt, FutureExt};
+use futures_lite::AsyncReadExt;
 use http_types::{Method, Request, Response};
 
 use crate::app::App;
 use crate::message::{RoomName, Timestamp, UserName};
 use crate::rate::retry_after_secs;
-use crate::room::{Congested, NewMessage, Subscription};
+use crate::room::{NewMessage, PublishError, Subscription};
 use crate::transform::Draft;
 use reply::{json, ApiError};
 use sse::Frame;
@@ -77,7 +77,12 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
     Ok(Some(match segments.as_slice() {
         [""] | ["index.html"] => Resource::Page("index.html"),
         ["app.js"] => Resource::Page("app.js"),
+        ["list.js"] => Resource::Page("list.js"),
+        ["render.js"] => Resource::Page("render.js"),
+        ["send.js"] => Resource::Page("send.js"),
+        ["stream.js"] => Resource::Page("stream.js"),
         ["style.css"] => Resource::Page("style.css"),
+        ["favicon.svg"] => Resource::Page("favicon.svg"),
         ["events"] => Resource::Events(RoomName::lobby()),
         ["messages"] => Resource::Messages(RoomName::lobby()),
         ["rooms"] | ["rooms", ""] => Resource::Rooms,
@@ -231,25 +236,19 @@ async fn post(
         spans: draft.spans,
     };
     let deadline = Instant::now() + app.config.publish_timeout;
-    let published = async {
-        room.publish(new, Timestamp::now(), deadline)
-            .await
-            .map_err(Some)
-    }
-    .or(async {
-        app.shutdown.wait().await;
-        Err(None)
-    })
-    .await;
-    match published {
+    match room
+        .publish(new, Timestamp::now(), deadline, &app.store, &app.shutdown)
+        .await
+    {
         Ok(msg) => {
             app.metrics
                 .messages_published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Reply::Response(json(201, &*msg)))
         }
-        Err(Some(Congested)) => Err(ApiError::Congested { retry_after: 1 }),
-        Err(None) => Err(ApiError::ShuttingDown),
+        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
+        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
+        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
     }
 }
 
@@ -322,7 +321,7 @@ mod tests {
     use http_types::Url;
 
     fn app() -> App {
-        App::new(Config::defaults(), Pipeline::none())
+        App::in_memory(Config::defaults(), Pipeline::none())
     }
 
     fn peer() -> SocketAddr {
@@ -477,7 +476,7 @@ mod tests {
     fn cors_only_for_allowed_origins() {
         let mut config = Config::defaults();
         config.allow_origins = vec!["https://a.example".into()];
-        let app = App::new(config, Pipeline::none());
+        let app = App::in_memory(config, Pipeline::none());
         let mut r = req(Method::Options, "/messages");
         r.insert_header("origin", "https://a.example");
         let res = respond(&app, r);

@@ -35,7 +35,12 @@ macro_rules! asset {
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("list.js", "text/javascript; charset=utf-8"),
+    asset!("render.js", "text/javascript; charset=utf-8"),
+    asset!("send.js", "text/javascript; charset=utf-8"),
+    asset!("stream.js", "text/javascript; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 /// `"` + 16 hex digits of FNV-1a 64 + `"`.

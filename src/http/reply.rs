@@ -44,6 +44,8 @@ pub enum ApiError {
     ShuttingDown,
     /// 408: the request did not arrive within `--header-timeout`.
     Timeout,
+    /// 503: the database could not store the message.
+    Storage(String),
 }
 
 impl ApiError {
@@ -62,7 +64,8 @@ impl ApiError {
             ApiError::Congested { .. }
             | ApiError::TooManyRooms
             | ApiError::TooManyConnections
-            | ApiError::ShuttingDown => 503,
+            | ApiError::ShuttingDown
+            | ApiError::Storage(_) => 503,
         }
     }
 
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::TooManyRooms => "too many rooms".into(),
             ApiError::TooManyConnections => "too many connections".into(),
             ApiError::ShuttingDown => "server is shutting down".into(),
+            ApiError::Storage(e) => format!("could not store the message, it was not sent: {e}"),
         }
     }
 
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::TooManyConnections | ApiError::ShuttingDown | ApiError::TooManyRooms => {
                 Some(1)
             }
+            ApiError::Storage(_) => Some(5),
             _ => None,
         }
     }

@@ -31,8 +31,12 @@ impl Server {
     /// Starts `smolchat` with `args` and extra environment variables.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = smolchat_command();
-        cmd.args(["--addr", "127.0.0.1:0", "--threads", "2"])
-            .args(args)
+        cmd.args(["--addr", "127.0.0.1:0", "--threads", "2"]);
+        // History in memory unless the test names a database.
+        if !args.contains(&"--db") {
+            cmd.args(["--db", ":memory:"]);
+        }
+        cmd.args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -159,7 +163,14 @@ impl Server {
 
     /// A metric's value from `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
-        let body = self.get("/metrics").text();
+        // A test near --max-connections may briefly find no free slot while
+        // the server notices earlier connections closing.
+        let deadline = Instant::now() + WAIT;
+        let mut res = self.get("/metrics");
+        while res.status == 503 && Instant::now() < deadline {
+            res = self.get("/metrics");
+        }
+        let body = res.text();
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .unwrap_or_else(|| panic!("no metric {name} in {body}"))

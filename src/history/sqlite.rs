@@ -1,0 +1,520 @@
+//! The SQLite file behind durable history: schema, migrations, loading at
+//! start, and writing a batch of messages in one transaction.
+//!
+//! Plain synchronous code over a `rusqlite::Connection`; only the writer
+//! thread ([`super::writer`]) and start-up call it, never the async
+//! executor. Settings, and why:
+//!
+//! - WAL journal: a commit is one append (plus an fsync with
+//!   `synchronous=FULL`), readers never block the writer, and a crash
+//!   leaves the file consistent.
+//! - An advisory `flock` on the file: a second smolchat on the same file
+//!   fails at start instead of handing out the same ids. SQLite's own
+//!   locking stays normal, so the `sqlite3` shell can read the file while
+//!   smolchat runs (SQLite uses `fcntl` locks, which `flock` does not touch).
+//! - A `rooms` table keeps each room's last id, so ids keep increasing even
+//!   when retention has deleted every message of a room.
+//! - `PRAGMA user_version` numbers the schema; [`MIGRATIONS`] upgrades
+//!   older files in order and a newer file is refused.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use crate::message::{Message, RoomName, Span, Timestamp, UserName};
+
+/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE rooms (
+        name    TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        room  TEXT    NOT NULL,
+        id    INTEGER NOT NULL,
+        user  TEXT    NOT NULL,
+        text  TEXT    NOT NULL,
+        spans TEXT,
+        time  INTEGER NOT NULL,
+        PRIMARY KEY (room, id)
+    ) WITHOUT ROWID;
+"];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// What `--sync` maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `synchronous=FULL`: every commit is fsynced before the 201.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: commits survive a crash of smolchat, but the
+    /// last ones may be lost if the board loses power.
+    Normal,
+}
+
+impl SyncMode {
+    /// Parses `full` or `normal`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Some(SyncMode::Full),
+            "normal" => Some(SyncMode::Normal),
+            _ => None,
+        }
+    }
+}
+
+/// A database error, with the file it concerns; one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// How much history to keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Messages kept per room.
+    pub keep: usize,
+    /// Messages older than this are deleted, if set.
+    pub cutoff: Option<Timestamp>,
+}
+
+/// One room as found in the file at start.
+#[derive(Debug)]
+pub struct LoadedRoom {
+    /// The room.
+    pub name: RoomName,
+    /// Its last id ever used.
+    pub last_id: u64,
+    /// Its newest messages, oldest first, with consecutive ids ending at
+    /// `last_id` (or empty).
+    pub messages: Vec<Message>,
+}
+
+/// An open history file.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+    /// Holds the `flock` for as long as the database is open.
+    _lock: std::fs::File,
+}
+
+impl Db {
+    /// Opens (creating if needed) and upgrades the file, and checks that it
+    /// can be written.
+    pub fn open(path: &Path, sync: SyncMode) -> Result<Db, StoreError> {
+        let ctx = |e: rusqlite::Error| {
+            StoreError(format!("database {}: {}", path.display(), explain(&e)))
+        };
+        if path.is_dir() {
+            return Err(StoreError(format!(
+                "database {}: is a directory; give a file path",
+                path.display()
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(ctx)?;
+        let lock = std::fs::File::open(path)
+            .map_err(|e| StoreError(format!("database {}: {e}", path.display())))?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(StoreError(format!(
+                "database {}: in use by another smolchat",
+                path.display()
+            )));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(1))
+            .map_err(ctx)?;
+        // The first real read: a file that is not SQLite fails here.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(ctx)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!(
+                "database {}: cannot use WAL journal mode ({mode})",
+                path.display()
+            )));
+        }
+        let level = match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)
+            .map_err(ctx)?;
+        let mut db = Db {
+            conn,
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError(format!("database {}: {}", self.path.display(), explain(&e)))
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`]. Always writes the header,
+    /// so a read-only file or folder is found at start, not at the first post.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "database {}: schema version {version} is newer than this smolchat understands ({SCHEMA_VERSION}); use a newer smolchat",
+                self.path.display()
+            )));
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StoreError(format!("database {}: {}", path.display(), explain(&e))))?;
+        let ctx = |e: rusqlite::Error| {
+            StoreError(format!("database {}: {}", path.display(), explain(&e)))
+        };
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql).map_err(ctx)?;
+            log::info!(
+                "database {}: schema upgraded to version {}",
+                path.display(),
+                i + 1
+            );
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)
+            .map_err(ctx)?;
+        tx.commit().map_err(ctx)
+    }
+
+    /// Every room with its last id and newest `keep` messages.
+    pub fn load(&self, keep: usize) -> Result<Vec<LoadedRoom>, StoreError> {
+        let mut rooms = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, last_id FROM rooms ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let names: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        let mut msgs = self
+            .conn
+            .prepare("SELECT id, user, text, spans, time FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2")
+            .map_err(|e| self.err(e))?;
+        for (name, last_id) in names {
+            let Ok(room) = RoomName::parse(&name) else {
+                log::warn!(
+                    "database {}: skipping room with invalid name {name:?}",
+                    self.path.display()
+                );
+                continue;
+            };
+            let last_id = u64::try_from(last_id).unwrap_or(0);
+            let rows: Vec<(i64, String, String, Option<String>, i64)> = msgs
+                .query_map(params![name, keep as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?;
+            // Newest first; keep the run of consecutive ids ending at last_id,
+            // so the in-memory window can index by id.
+            let mut messages = Vec::new();
+            let mut expect = last_id;
+            for (id, user, text, spans, time) in rows {
+                if u64::try_from(id).ok() != Some(expect) || expect == 0 {
+                    break;
+                }
+                let spans: Option<Vec<Span>> = spans.and_then(|s| serde_json::from_str(&s).ok());
+                messages.push(Message {
+                    id: expect,
+                    room: room.clone(),
+                    user: UserName::parse(&user).unwrap_or_else(|_| UserName::anonymous()),
+                    text,
+                    time: Timestamp(time),
+                    spans,
+                });
+                expect -= 1;
+            }
+            messages.reverse();
+            rooms.push(LoadedRoom {
+                name: room,
+                last_id,
+                messages,
+            });
+        }
+        Ok(rooms)
+    }
+
+    /// Writes `messages` (consecutive per room, in id order) and the rooms'
+    /// last ids, and applies retention to the rooms touched, in one
+    /// transaction. Nothing is written if any step fails.
+    pub fn write(&mut self, messages: &[&Message], retention: Retention) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let ctx = |e: rusqlite::Error| {
+            StoreError(format!("database {}: {}", path.display(), explain(&e)))
+        };
+        let tx = self.conn.transaction().map_err(ctx)?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO messages (room, id, user, text, spans, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(ctx)?;
+            for m in messages {
+                let spans = m
+                    .spans
+                    .as_ref()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default());
+                insert
+                    .execute(params![
+                        m.room.as_str(),
+                        m.id as i64,
+                        m.user.as_str(),
+                        m.text,
+                        spans,
+                        m.time.0
+                    ])
+                    .map_err(ctx)?;
+            }
+            let mut last = tx
+                .prepare_cached(
+                    "INSERT INTO rooms (name, last_id) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                )
+                .map_err(ctx)?;
+            let mut trim = tx
+                .prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")
+                .map_err(ctx)?;
+            let mut age = tx
+                .prepare_cached("DELETE FROM messages WHERE room = ?1 AND time < ?2")
+                .map_err(ctx)?;
+            // The last message of each room in the batch.
+            let mut seen: Vec<(&RoomName, u64)> = Vec::new();
+            for m in messages {
+                match seen.iter_mut().find(|(r, _)| *r == &m.room) {
+                    Some(entry) => entry.1 = entry.1.max(m.id),
+                    None => seen.push((&m.room, m.id)),
+                }
+            }
+            for (room, last_id) in seen {
+                last.execute(params![room.as_str(), last_id as i64])
+                    .map_err(ctx)?;
+                let floor = last_id.saturating_sub(retention.keep as u64);
+                if floor > 0 {
+                    trim.execute(params![room.as_str(), floor as i64])
+                        .map_err(ctx)?;
+                }
+                if let Some(cutoff) = retention.cutoff {
+                    age.execute(params![room.as_str(), cutoff.0]).map_err(ctx)?;
+                }
+            }
+        }
+        tx.commit().map_err(ctx)
+    }
+
+    /// Deletes messages older than `cutoff` in every room; returns how many.
+    pub fn prune_older_than(&mut self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM messages WHERE time < ?1", params![cutoff.0])
+            .map_err(|e| self.err(e))
+    }
+
+    /// Moves the WAL into the main file and truncates it (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// SQLite's message, with a hint where the usual cause is known.
+fn explain(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::*;
+    let hint = match e.sqlite_error_code() {
+        Some(CannotOpen) => " (is the folder missing or not writable?)",
+        Some(NotADatabase) => " (not a smolchat database: move it away or choose another --db)",
+        Some(DatabaseBusy) | Some(DatabaseLocked) => " (is another smolchat using it?)",
+        Some(ReadOnly) => " (the file or its folder is read-only)",
+        Some(DiskFull) => " (disk full)",
+        _ => "",
+    };
+    format!(
+        "{}{hint}",
+        e.to_string().lines().next().unwrap_or("unknown error")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("smolchat-db-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn msg(room: &str, id: u64, time: i64) -> Message {
+        Message {
+            id,
+            room: RoomName::parse(room).unwrap(),
+            user: UserName::parse("ana").unwrap(),
+            text: format!("m{id}"),
+            time: Timestamp(time),
+            spans: (id % 2 == 0).then(|| vec![Span::Code { code: "x".into() }]),
+        }
+    }
+
+    const KEEP_ALL: Retention = Retention {
+        keep: 1000,
+        cutoff: None,
+    };
+
+    #[test]
+    fn messages_and_ids_survive_reopening() {
+        let dir = TempDir::new("reopen");
+        let path = dir.0.join("chat.db");
+        {
+            let mut db = Db::open(&path, SyncMode::Full).unwrap();
+            let batch: Vec<Message> = (1..=3)
+                .map(|i| msg("a", i, 10))
+                .chain([msg("b", 1, 10)])
+                .collect();
+            db.write(&batch.iter().collect::<Vec<_>>(), KEEP_ALL)
+                .unwrap();
+        }
+        let db = Db::open(&path, SyncMode::Normal).unwrap();
+        let rooms = db.load(2).unwrap();
+        assert_eq!(rooms.len(), 2);
+        assert_eq!((rooms[0].name.as_str(), rooms[0].last_id), ("a", 3));
+        assert_eq!(
+            rooms[0].messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(
+            rooms[0].messages[0],
+            msg("a", 2, 10),
+            "spans and all fields round-trip"
+        );
+        assert_eq!(rooms[1].messages, [msg("b", 1, 10)]);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_last_id() {
+        let dir = TempDir::new("retention");
+        let mut db = Db::open(&dir.0.join("chat.db"), SyncMode::Full).unwrap();
+        for i in 1..=10 {
+            db.write(
+                &[&msg("a", i, i as i64)],
+                Retention {
+                    keep: 3,
+                    cutoff: None,
+                },
+            )
+            .unwrap();
+        }
+        let rooms = db.load(100).unwrap();
+        assert_eq!(
+            rooms[0].messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        // Age retention can empty a room; its last id stays.
+        db.write(
+            &[&msg("a", 11, 100)],
+            Retention {
+                keep: 3,
+                cutoff: Some(Timestamp(200)),
+            },
+        )
+        .unwrap();
+        let rooms = db.load(100).unwrap();
+        assert_eq!((rooms[0].last_id, rooms[0].messages.len()), (11, 0));
+    }
+
+    #[test]
+    fn a_failed_batch_writes_nothing() {
+        let dir = TempDir::new("atomic");
+        let mut db = Db::open(&dir.0.join("chat.db"), SyncMode::Full).unwrap();
+        db.write(&[&msg("a", 1, 0)], KEEP_ALL).unwrap();
+        // Id 1 again violates the primary key: the whole batch rolls back.
+        let err = db
+            .write(&[&msg("a", 2, 0), &msg("a", 1, 0)], KEEP_ALL)
+            .unwrap_err();
+        assert!(err.0.contains("UNIQUE"), "{err}");
+        let rooms = db.load(10).unwrap();
+        assert_eq!((rooms[0].last_id, rooms[0].messages.len()), (1, 1));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_one_line() {
+        let dir = TempDir::new("bad");
+        let e = Db::open(&dir.0, SyncMode::Full).unwrap_err();
+        assert!(e.0.contains("is a directory"), "{e}");
+        let junk = dir.0.join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+        let e = Db::open(&junk, SyncMode::Full).unwrap_err();
+        assert!(e.0.contains("not a database"), "{e}");
+        let e = Db::open(&dir.0.join("missing/dir/chat.db"), SyncMode::Full).unwrap_err();
+        assert!(e.0.contains("unable to open"), "{e}");
+        assert_eq!(e.0.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_second_opener_is_locked_out() {
+        let dir = TempDir::new("lock");
+        let path = dir.0.join("chat.db");
+        let _first = Db::open(&path, SyncMode::Full).unwrap();
+        let e = Db::open(&path, SyncMode::Full).unwrap_err();
+        assert!(e.0.contains("in use by another smolchat"), "{e}");
+    }
+
+    #[test]
+    fn the_file_can_be_read_while_open() {
+        let dir = TempDir::new("reader");
+        let path = dir.0.join("chat.db");
+        let mut db = Db::open(&path, SyncMode::Full).unwrap();
+        db.write(&[&msg("a", 1, 0)], KEEP_ALL).unwrap();
+        // As the sqlite3 shell would.
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        db.write(&[&msg("a", 2, 0)], KEEP_ALL).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = TempDir::new("newer");
+        let path = dir.0.join("chat.db");
+        {
+            let db = Db::open(&path, SyncMode::Full).unwrap();
+            db.conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = Db::open(&path, SyncMode::Full).unwrap_err();
+        assert!(e.0.contains("newer"), "{e}");
+    }
+}

@@ -1,0 +1,85 @@
+//! Runs the page's end-to-end tests (`tests/browser/*.test.mjs`) in headless
+//! Chromium as part of `cargo test`, against the binary cargo just built.
+//!
+//! The suite itself is JavaScript on Node's built-in test runner with
+//! `playwright-core` driving Debian's `/usr/bin/chromium`; this file only
+//! checks the prerequisites, installs the one npm package on first use
+//! (`npm ci`, pinned by `package-lock.json`) and reports node's output when
+//! something fails.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn run(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.output()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn page_works_in_headless_chromium() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let suite = root.join("tests").join("browser");
+
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser tests need Debian's Chromium at {CHROMIUM}; install it once with:\n    \
+         apt-get update && apt-get install -y --no-install-recommends chromium"
+    );
+    let node = run(Command::new("node").arg("--version"));
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "the browser tests need Node.js 20 or newer; install it with:\n    \
+         apt-get install -y nodejs npm"
+    );
+
+    if !suite.join("node_modules").join("playwright-core").exists() {
+        let out = run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&suite))
+        .unwrap_or_else(|e| {
+            panic!("could not run npm ({e}); install it with:\n    apt-get install -y npm")
+        });
+        assert!(
+            out.status.success(),
+            "`npm ci --prefix tests/browser` failed:\n{}",
+            show(&out)
+        );
+    }
+
+    // The files by name: how `node --test` expands a directory differs
+    // between Node versions, a list of files does not.
+    let mut files: Vec<_> = std::fs::read_dir(&suite)
+        .expect("tests/browser exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no *.test.mjs files in {}",
+        suite.display()
+    );
+
+    let out = run(Command::new("node")
+        .args(["--test", "--test-reporter=spec"])
+        .args(&files)
+        .current_dir(root)
+        .env("SMOLCHAT_BIN", env!("CARGO_BIN_EXE_smolchat")))
+    .expect("node runs");
+    assert!(
+        out.status.success(),
+        "browser tests failed (run them alone with `node --test tests/browser/`):\n{}",
+        show(&out)
+    );
+    // Shown with `cargo test -- --nocapture`: which cases ran and how long they took.
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+}

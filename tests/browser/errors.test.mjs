@@ -1,0 +1,136 @@
+// A failed send says why, in plain words, and keeps the text: 429 with a
+// countdown, 422 with the transform's reason, 503 retried by itself, and a
+// server that cannot be reached.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  launch, live, openPage, postHttp, send, setName, startServer, waitForMessage,
+} from './harness.mjs';
+
+let browser;
+
+before(async () => {
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('429: says to slow down, counts down from Retry-After, keeps the text', async () => {
+  const server = await startServer(['--rate', '1', '--rate-burst', '1']);
+  try {
+    const context = await browser.newContext();
+    const page = await openPage(context, `${server.url}/#rate`);
+    await setName(page, 'speedy');
+    await live(page);
+    await send(page, 'one');
+    await waitForMessage(page, 'one');
+    // Spend what the bucket refilled meanwhile (the page and this test
+    // share 127.0.0.1), so the page's next post is sure to be over the rate.
+    while ((await postHttp(server, 'rate', { user: 'drain', text: 'drain' })).status !== 429);
+    await send(page, 'two');
+    const notice = page.locator('#notice');
+    await notice.filter({ hasText: /too fast\. You can send again in \d+ s\./ }).waitFor();
+    assert.equal(await page.locator('#text').inputValue(), 'two');
+    assert.equal(await page.locator('#send-button').isDisabled(), true);
+    // The countdown ends, the button comes back, and the same text goes out.
+    await page.locator('#send-button:not([disabled])').waitFor();
+    await page.waitForFunction(() => document.getElementById('notice').textContent === '');
+    await page.locator('#text').press('Enter');
+    await waitForMessage(page, 'two');
+    assert.equal(await page.locator('#text').inputValue(), '');
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('422 from the censor transform: shows the reason, keeps the text', async () => {
+  const server = await startServer(['--rate', '0', '--transforms', 'censor', '--censor-mode', 'refuse']);
+  try {
+    const context = await browser.newContext();
+    const page = await openPage(context, `${server.url}/#polite`);
+    await live(page);
+    await send(page, 'oh shit');
+    await page.locator('#notice', { hasText: /^Not sent: .+/ }).waitFor();
+    const text = await page.locator('#notice').textContent();
+    assert.match(text, /blocked|refus|word/i, text);
+    assert.equal(await page.locator('#text').inputValue(), 'oh shit');
+    assert.equal(await page.locator('#messages li.msg').count(), 0);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+// The page's handling of answers the server gives only under load or
+// misconfiguration, checked by answering the POST in the browser.
+test('answers in plain words: 422 reason, 503 retried, network down', async () => {
+  const server = await startServer(['--rate', '0']);
+  try {
+    const context = await browser.newContext();
+    const page = await openPage(context, `${server.url}/#faked`);
+    await setName(page, 'tess');
+    await live(page);
+    const url = '**/rooms/faked/messages';
+
+    await page.route(url, (route) => route.fulfill({
+      status: 422,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: 'censor: message contains a blocked word' }),
+    }), { times: 1 });
+    await send(page, 'refused words');
+    await page.locator('#notice', { hasText: 'Not sent: Message contains a blocked word (censor).' }).waitFor();
+    assert.equal(await page.locator('#text').inputValue(), 'refused words');
+
+    // 503: "room is busy, retrying", then the retry goes to the real server.
+    await page.route(url, (route) => route.fulfill({
+      status: 503,
+      headers: { 'retry-after': '1' },
+      contentType: 'application/json',
+      body: JSON.stringify({ error: 'room is congested: try again' }),
+    }), { times: 1 });
+    await send(page, 'busy room');
+    await page.locator('#notice', { hasText: 'The room is busy, retrying in 1 s' }).waitFor();
+    await page.locator('#send-button', { hasText: 'Retrying' }).waitFor();
+    await waitForMessage(page, 'busy room');
+    await page.locator('#send-button', { hasText: /^Send$/ }).waitFor();
+    assert.equal(await page.locator('#text').inputValue(), '');
+
+    // A longer Retry-After counts down second by second.
+    await page.route(url, (route) => route.fulfill({
+      status: 429,
+      headers: { 'retry-after': '3' },
+      contentType: 'application/json',
+      body: JSON.stringify({ error: 'too many posts; retry in 3 s' }),
+    }), { times: 1 });
+    await send(page, 'patience');
+    for (const n of [3, 2, 1]) {
+      await page.locator('#notice', { hasText: `You can send again in ${n} s.` }).waitFor();
+    }
+    await page.waitForFunction(() => document.getElementById('notice').textContent === '');
+    assert.equal(await page.locator('#text').inputValue(), 'patience');
+
+    // The network is down.
+    await page.route(url, (route) => route.abort('internetdisconnected'), { times: 1 });
+    await send(page, 'into the void');
+    await page.locator('#notice', { hasText: 'Could not reach the server' }).waitFor();
+    assert.equal(await page.locator('#text').inputValue(), 'into the void');
+
+    // And 413 with the server's own words.
+    await page.route(url, (route) => route.fulfill({
+      status: 413,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: 'body too large (limit 4096 bytes)' }),
+    }), { times: 1 });
+    await page.locator('#text').press('Enter');
+    await page.locator('#notice', { hasText: 'Not sent: this message is too long (the limit is 4096 bytes).' }).waitFor();
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
