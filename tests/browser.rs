@@ -73,6 +73,8 @@ fn page_works_in_headless_chromium() {
         .args(["--test", "--test-reporter=spec"])
         .args(&files)
         .current_dir(root)
+        // The harness also honours SMOLCHAT_TEST_WRAPPER (inherited), so the
+        // server runs under the same emulator as these tests when cross-built.
         .env("SMOLCHAT_BIN", env!("CARGO_BIN_EXE_smolchat")))
     .expect("node runs");
     assert!(
