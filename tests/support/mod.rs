@@ -313,10 +313,20 @@ fn wrapper_threads() -> usize {
     })
 }
 
+/// The server binary the tests run, instead of the one cargo built along
+/// with them. CI builds the tests quickly (test profile) and points this
+/// at the release binary it ships, so that binary is what gets tested.
+pub const BIN_VAR: &str = "SMOLCHAT_TEST_BIN";
+
+/// The `smolchat` binary under test: [`BIN_VAR`] or cargo's.
+pub fn smolchat_bin() -> std::ffi::OsString {
+    std::env::var_os(BIN_VAR).unwrap_or_else(|| env!("CARGO_BIN_EXE_smolchat").into())
+}
+
 /// A command that runs the `smolchat` binary under test, behind the
 /// [`WRAPPER_VAR`] command line when one is set.
 pub fn smolchat_command() -> Command {
-    let bin = env!("CARGO_BIN_EXE_smolchat");
+    let bin = smolchat_bin();
     match wrapper() {
         Some(words) => {
             let mut cmd = Command::new(&words[0]);
