@@ -73,7 +73,14 @@ fn page_works_in_headless_chromium() {
         .args(["--test", "--test-reporter=spec"])
         .args(&files)
         .current_dir(root)
-        .env("SMOLCHAT_BIN", env!("CARGO_BIN_EXE_smolchat")))
+        // As in tests/support: SMOLCHAT_TEST_BIN names another binary to test,
+        // and the harness honours SMOLCHAT_TEST_WRAPPER (inherited), so the
+        // server runs under the same emulator as these tests when cross-built.
+        .env(
+            "SMOLCHAT_BIN",
+            std::env::var_os("SMOLCHAT_TEST_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_smolchat").into()),
+        ))
     .expect("node runs");
     assert!(
         out.status.success(),

@@ -216,7 +216,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_message() {
 }
 
 fn start_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_smolchat"))
+    let out = support::smolchat_command()
         .args(["--addr", "127.0.0.1:0"])
         .args(args)
         .output()

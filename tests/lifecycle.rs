@@ -3,13 +3,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::Server;
 
 fn smolchat(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smolchat"));
+    let mut cmd = support::smolchat_command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);

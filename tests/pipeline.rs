@@ -87,10 +87,7 @@ fn bad_transform_flags_exit_2() {
         &["--transforms", "censor,glitter"][..],
         &["--censor-words", "/nonexistent/words.txt"],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_smolchat"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = support::smolchat_command().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     }

@@ -12,6 +12,12 @@ import { chromium } from 'playwright-core';
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = process.env.SMOLCHAT_BIN || join(ROOT, 'target', 'debug', 'smolchat');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+/**
+ * A command line put in front of BIN, split on whitespace: CI sets it to
+ * an emulator (e.g. `qemu-aarch64-static`) when BIN is built for another
+ * architecture, as for the Rust tests (tests/support/mod.rs).
+ */
+export const WRAPPER = (process.env.SMOLCHAT_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
 
 /** Default deadline for one awaited state, in ms. */
 export const DEADLINE = 15000;
@@ -24,7 +30,8 @@ export async function startServer(args = [], { addr = '127.0.0.1:0' } = {}) {
   if (!existsSync(BIN)) throw new Error(`no smolchat binary at ${BIN}: run cargo build, or set SMOLCHAT_BIN`);
   // History in memory unless the test names a database.
   const db = args.includes('--db') ? [] : ['--db', ':memory:'];
-  const child = spawn(BIN, ['--addr', addr, '--threads', '2', ...db, ...args], {
+  const [cmd, ...pre] = [...WRAPPER, BIN];
+  const child = spawn(cmd, [...pre, '--addr', addr, '--threads', '2', ...db, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });

@@ -30,7 +30,7 @@ impl Server {
 
     /// Starts `smolchat` with `args` and extra environment variables.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smolchat"));
+        let mut cmd = smolchat_command();
         cmd.args(["--addr", "127.0.0.1:0", "--threads", "2"]);
         // History in memory unless the test names a database.
         if !args.contains(&"--db") {
@@ -44,7 +44,9 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn smolchat");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}{}", spawn_hint(&e)));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -216,14 +218,42 @@ impl Server {
         }
     }
 
-    /// Thread names of the server process.
+    /// Thread names of the server process, as the server names them.
+    ///
+    /// Under [`WRAPPER_VAR`] the process is the emulator's: its main thread
+    /// is named after the emulator's executable instead of `smolchat`, and
+    /// the emulator runs threads of its own ([`WRAPPER_THREADS_VAR`], one
+    /// for qemu-user), named like its main thread, as is any thread the
+    /// server starts without a name. All of those are reported as
+    /// `smolchat` (what they are called natively), less the emulator's
+    /// count: a stray unnamed server thread still shows up as an extra
+    /// `smolchat`, as it would natively.
     pub fn threads(&self) -> Vec<String> {
+        let pid = self.pid();
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap() {
-            let path = entry.unwrap().path().join("comm");
+        let mut main_name = None;
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path().join("comm");
             if let Ok(name) = std::fs::read_to_string(path) {
-                names.push(name.trim().to_string());
+                let name = name.trim().to_string();
+                if entry.file_name().to_str() == Some(&pid.to_string()) {
+                    main_name = Some(name.clone());
+                }
+                names.push(name);
             }
+        }
+        if wrapper().is_some() {
+            let emulator = main_name.expect("the main thread is listed");
+            let extra = wrapper_threads();
+            let same = names.iter().filter(|n| **n == emulator).count();
+            assert!(
+                same > extra,
+                "expected the main thread and {extra} emulator thread(s) named {emulator:?}, got {names:?}; \
+                 set {WRAPPER_THREADS_VAR} to the emulator's own thread count"
+            );
+            names.retain(|n| *n != emulator);
+            names.extend(std::iter::repeat_n("smolchat".to_string(), same - extra));
         }
         names.sort();
         names
@@ -254,6 +284,67 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A command line (split on whitespace) to run the server binary with,
+/// such as `qemu-aarch64-static`. Cargo's `RUNNER` only wraps the test
+/// binaries it starts; when they run under an emulator, the server binary
+/// they start is built for the same foreign target and needs it too.
+pub const WRAPPER_VAR: &str = "SMOLCHAT_TEST_WRAPPER";
+/// How many threads the wrapper itself runs next to the program it runs
+/// (default 1: qemu-user's RCU thread).
+pub const WRAPPER_THREADS_VAR: &str = "SMOLCHAT_TEST_WRAPPER_THREADS";
+
+fn wrapper() -> Option<Vec<String>> {
+    let words: Vec<String> = std::env::var(WRAPPER_VAR)
+        .ok()?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    (!words.is_empty()).then_some(words)
+}
+
+fn wrapper_threads() -> usize {
+    std::env::var(WRAPPER_THREADS_VAR).map_or(1, |v| {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{WRAPPER_THREADS_VAR}={v:?} is not a number"))
+    })
+}
+
+/// The server binary the tests run, instead of the one cargo built along
+/// with them. CI builds the tests quickly (test profile) and points this
+/// at the release binary it ships, so that binary is what gets tested.
+pub const BIN_VAR: &str = "SMOLCHAT_TEST_BIN";
+
+/// The `smolchat` binary under test: [`BIN_VAR`] or cargo's.
+pub fn smolchat_bin() -> std::ffi::OsString {
+    std::env::var_os(BIN_VAR).unwrap_or_else(|| env!("CARGO_BIN_EXE_smolchat").into())
+}
+
+/// A command that runs the `smolchat` binary under test, behind the
+/// [`WRAPPER_VAR`] command line when one is set.
+pub fn smolchat_command() -> Command {
+    let bin = smolchat_bin();
+    match wrapper() {
+        Some(words) => {
+            let mut cmd = Command::new(&words[0]);
+            cmd.args(&words[1..]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
+/// Why a spawn may have failed, when the cause is a foreign binary.
+fn spawn_hint(e: &io::Error) -> String {
+    if e.raw_os_error() == Some(8) && wrapper().is_none() {
+        format!(
+            " (the binary is for another architecture: set {WRAPPER_VAR}, e.g. to qemu-aarch64-static)"
+        )
+    } else {
+        String::new()
     }
 }
 
