@@ -136,6 +136,8 @@ fn poster(addr: std::net::SocketAddr, n: usize, acked: Arc<Mutex<Vec<(String, u6
                 let id = r.json()["id"].as_u64().unwrap();
                 acked.lock().unwrap().push((room.to_string(), id, text));
             }
+            // The server is stopping: it said so, and stored nothing.
+            Ok(r) if r.status == 503 => return,
             Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
             Err(_) => return,
         }
@@ -316,4 +318,43 @@ fn set_fsize(s: &Server, limit: &str) {
         .status()
         .expect("prlimit (util-linux)");
     assert!(ok.success());
+}
+
+#[test]
+fn sigterm_under_load_commits_every_acknowledged_post_and_exits_0() {
+    let dir = Scratch::new("term");
+    let db = dir.db();
+    let args = ["--db", db.as_str(), "--rate", "0", "--history", "1000000"];
+    let mut s = Server::start(&args);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let posters: Vec<_> = (0..4)
+        .map(|n| {
+            let (addr, acked) = (s.addr, acked.clone());
+            std::thread::spawn(move || poster(addr, n, acked))
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while acked.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "posts stalled");
+        std::thread::yield_now();
+    }
+    s.signal("TERM");
+    assert!(s
+        .wait_exit(Duration::from_secs(3))
+        .expect("exits")
+        .success());
+    for p in posters {
+        p.join().unwrap();
+    }
+    let s = Server::start(&args);
+    let acked = acked.lock().unwrap();
+    for room in ["even", "odd"] {
+        let stored = history(&s, room);
+        for (_, id, text) in acked.iter().filter(|(r, _, _)| r == room) {
+            assert!(
+                stored.iter().any(|(sid, st)| sid == id && st == text),
+                "#{id} {text:?} lost at shutdown"
+            );
+        }
+    }
 }
