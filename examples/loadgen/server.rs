@@ -108,17 +108,7 @@ impl Server {
     /// Server CPU time (user + system) so far, threads that exited
     /// included, in 10 ms ticks.
     pub(crate) fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+        proc_cpu(&format!("/proc/{}/stat", self.pid()))
     }
 
     /// Voluntary plus involuntary context switches of every thread: each
@@ -184,4 +174,20 @@ impl Drop for Server {
         let _ = self.child.wait();
         PID.store(0, Ordering::SeqCst);
     }
+}
+
+/// CPU time (user + system) from a `/proc/PID/stat` file, in 10 ms ticks
+/// (USER_HZ is 100 on Linux).
+pub(crate) fn proc_cpu(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // The command name may hold spaces; the fields after its ')' do not.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
