@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use event_listener::Event as Notify;
 use futures_lite::FutureExt;
 use smol::lock::Semaphore;
-use smol::{LocalExecutor, Timer};
+use smol::{LocalExecutor, Task, Timer};
 
 use crate::client::{self, epoch, now_us, Conn, Event, Sse};
 use crate::server::Server;
@@ -149,6 +149,49 @@ pub(crate) struct Posted {
     pub(crate) timeline: Vec<(u64, u64, u16)>,
 }
 
+/// The end of a run: what every poster saw, when posting finished, the
+/// accepted posts (`id -> k`), the last accepted id, and each subscriber's
+/// record.
+pub(crate) struct Finished {
+    pub(crate) posted: Vec<Posted>,
+    pub(crate) posted_us: u64,
+    pub(crate) accepted: HashMap<u64, u64>,
+    pub(crate) max_id: u64,
+    pub(crate) records: Vec<Record>,
+}
+
+/// Waits for every poster, tells the subscribers the last accepted id so
+/// they stop once they have it, and waits for them.
+pub(crate) async fn finish(
+    posts: Vec<Task<Posted>>,
+    subscribers: Vec<Task<Record>>,
+    shared: &Shared,
+) -> Finished {
+    let mut posted = Vec::new();
+    for p in posts {
+        posted.push(p.await);
+    }
+    let posted_us = now_us();
+    let accepted: HashMap<u64, u64> = posted
+        .iter()
+        .flat_map(|p| p.accepted.iter().copied())
+        .collect();
+    let max_id = accepted.keys().copied().max().unwrap_or(0);
+    shared.target.set(max_id);
+    shared.done.notify(usize::MAX);
+    let mut records = Vec::new();
+    for s in subscribers {
+        records.push(s.await);
+    }
+    Finished {
+        posted,
+        posted_us,
+        accepted,
+        max_id,
+        records,
+    }
+}
+
 /// Poster `p` of `posters`: sends posts `p, p + posters, ...` below
 /// `messages` (or until `until`), each at `start + k / rate` when paced.
 #[allow(clippy::too_many_arguments)]
@@ -253,22 +296,13 @@ pub(crate) fn run(args: &Args) {
                 ))
             })
             .collect();
-        let mut posted = Vec::new();
-        for p in posts {
-            posted.push(p.await);
-        }
-        let posted_us = now_us();
-        let accepted: HashMap<u64, u64> = posted
-            .iter()
-            .flat_map(|p| p.accepted.iter().copied())
-            .collect();
-        let max_id = accepted.keys().copied().max().unwrap_or(0);
-        shared.target.set(max_id);
-        shared.done.notify(usize::MAX);
-        let mut records = Vec::new();
-        for s in subscribers {
-            records.push(s.await);
-        }
+        let Finished {
+            posted,
+            posted_us,
+            accepted,
+            max_id,
+            records,
+        } = finish(posts, subscribers, &shared).await;
         let cpu = server.cpu().saturating_sub(cpu0);
         (
             online, start_us, posted_us, posted, accepted, max_id, records, cpu,

@@ -153,6 +153,23 @@ pub(crate) fn run() {
             let (t, v) = verdict(value, &target);
             println!("| {name} | {figure} | {shown} | {t} | {v} |");
         };
+        // Delivery faults of the worst run; any fault (or subscriber
+        // error) fails the zero target.
+        let loss_row = |figure: &str| {
+            let loss = worst("missing")
+                + worst("duplicate")
+                + worst("out_of_order")
+                + worst("mismatched")
+                + worst("subscriber_errors");
+            let shown = format!(
+                "{} / {} / {} / {}",
+                fmt(worst("missing")),
+                fmt(worst("duplicate")),
+                fmt(worst("out_of_order")),
+                fmt(worst("mismatched"))
+            );
+            row(figure, loss, shown, Target::Zero);
+        };
         let runs_note = if n > 1 {
             format!(" (median of {n})")
         } else {
@@ -162,23 +179,7 @@ pub(crate) fn run() {
             "fanout" => {
                 let subs = get(&runs[0], "subscribers");
                 let rate = get(&runs[0], "rate");
-                let loss = worst("missing")
-                    + worst("duplicate")
-                    + worst("out_of_order")
-                    + worst("mismatched")
-                    + worst("subscriber_errors");
-                row(
-                    "missing / duplicate / out of order / mismatched (worst run)",
-                    loss,
-                    format!(
-                        "{} / {} / {} / {}",
-                        fmt(worst("missing")),
-                        fmt(worst("duplicate")),
-                        fmt(worst("out_of_order")),
-                        fmt(worst("mismatched"))
-                    ),
-                    Target::Zero,
-                );
+                loss_row("missing / duplicate / out of order / mismatched (worst run)");
                 let d = med("deliveries_per_s");
                 let target = if subs == 1000.0 && rate == 0.0 {
                     Target::AtLeast(250_000.0)
@@ -288,23 +289,7 @@ pub(crate) fn run() {
                 }
             }
             "slow" => {
-                let loss = worst("missing")
-                    + worst("duplicate")
-                    + worst("out_of_order")
-                    + worst("mismatched")
-                    + worst("subscriber_errors");
-                row(
-                    "readers: missing / duplicate / out of order / mismatched (worst run)",
-                    loss,
-                    format!(
-                        "{} / {} / {} / {}",
-                        fmt(worst("missing")),
-                        fmt(worst("duplicate")),
-                        fmt(worst("out_of_order")),
-                        fmt(worst("mismatched"))
-                    ),
-                    Target::Zero,
-                );
+                loss_row("readers: missing / duplicate / out of order / mismatched (worst run)");
                 let got503 = runs
                     .iter()
                     .map(|r| get(r, "refused_503"))

@@ -26,7 +26,7 @@ use futures_lite::FutureExt;
 use smol::{LocalExecutor, Timer};
 
 use crate::client::{now_us, Event, Sse};
-use crate::fanout::{connect_all, poster, round, Shared};
+use crate::fanout::{connect_all, finish, poster, round, Finished, Shared};
 use crate::server::Server;
 use crate::stats::{percentile_ms, Faults, Record};
 use crate::Args;
@@ -97,21 +97,13 @@ pub(crate) fn run(args: &Args) {
                 ))
             })
             .collect();
-        let mut posted = Vec::new();
-        for p in posts {
-            posted.push(p.await);
-        }
-        let accepted: HashMap<u64, u64> = posted
-            .iter()
-            .flat_map(|p| p.accepted.iter().copied())
-            .collect();
-        let max_id = accepted.keys().copied().max().unwrap_or(0);
-        shared.target.set(max_id);
-        shared.done.notify(usize::MAX);
-        let mut records = Vec::new();
-        for s in subscribers {
-            records.push(s.await);
-        }
+        let Finished {
+            posted,
+            accepted,
+            max_id,
+            records,
+            ..
+        } = finish(posts, subscribers, &shared).await;
         // The stalled one: read what the kernel held for it, then expect
         // the end of the stream (or a reset) within a few seconds.
         let mut stalled_rec = Record::default();
