@@ -12,14 +12,22 @@
 //! app.rs         App: Clone handle on shared state (rooms, metrics, limits)
 //! http/          conn.rs keep-alive loop and stream driver, head.rs the guard,
 //!                chunked.rs, body.rs POST decoding, mod.rs the router,
-//!                reply.rs errors + CORS, sse.rs encoding, page.rs the page
+//!                reply.rs errors + CORS, sse.rs chunk framing, page.rs the page
+//! ---------------------------------------------------------------- domain
 //! room.rs        broadcast channel, presence, publish (backpressure), subscribe
-//! history/       the in-memory window of each room
+//! event.rs       stream events and their one SSE encoding (shared Frames)
+//! history/       the in-memory window of each room, the SQLite store
 //! transform/     message pipeline
 //! message.rs     RoomName, UserName, Message, Span, Timestamp
 //! rate.rs        token bucket per client
 //! metrics.rs     counters -> Prometheus text
 //! ```
+//!
+//! Layers point one way: the edges (main, config, server, shutdown, app)
+//! use `http/`, which uses the domain (room, event, history, message,
+//! transform, rate). The domain imports neither: a room is handed the stop
+//! signal it waits on as a future, and encodes its events with `event.rs`.
+//! `metrics.rs` is a set of counters any layer may bump.
 //!
 //! # Data flow
 //!
@@ -28,6 +36,7 @@
 //!       -> room.publish (waits while the queue is full; deadline -> 503) -> 201
 //! GET   guard -> decode -> room.subscribe (receiver + history under one lock)
 //!       -> hello, gap?, replay -> live frames batched into chunks -> keepalive
+//!       presence changes wake each stream beside the queue (coalesced)
 //!       a socket that stops draining stops its receiver, the queue fills and
 //!       publishers wait: that is the backpressure; --slow-timeout cuts it.
 //! ```
@@ -36,6 +45,7 @@
 
 pub mod app;
 pub mod config;
+pub mod event;
 pub mod history;
 pub mod http;
 pub mod message;

@@ -21,8 +21,20 @@
 //! async-broadcast has no "space available" signal, so subscribers ring the
 //! room's `space` event after taking messages and when they leave. Its
 //! `notify` is a single atomic load when nobody waits.
+//!
+//! Presence (who is on the room) does not travel through the message queue:
+//! a slot it took could make a post wait, and a presence event dropped for
+//! want of a slot would leave every page's count wrong. Instead the room
+//! keeps an immutable [`Presence`] snapshot, replaced on every change and
+//! numbered, and rings its `presence_changed` event. Each stream remembers
+//! the snapshot it last sent and, when woken, sends what changed since
+//! (`join`/`leave` events, then one `presence` event with the whole state).
+//! Changes that happen faster than a stream sends are coalesced, never lost.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -30,10 +42,9 @@ use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use event_listener::Event as Notify;
 use futures_lite::FutureExt;
 
+use crate::event::{encode, Event, Frame};
 use crate::history::{Entry, MemoryHistory, Store};
-use crate::http::sse::{encode, Event, Frame};
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
-use crate::shutdown::Shutdown;
 
 /// One chat room.
 #[derive(Debug)]
@@ -44,6 +55,10 @@ pub struct Room {
     _keep_open: InactiveReceiver<Frame>,
     state: Mutex<State>,
     space: Notify,
+    /// The `seq` of the current presence snapshot, readable without the lock.
+    presence_seq: AtomicU64,
+    /// Rung after every presence change.
+    presence_changed: Notify,
 }
 
 #[derive(Debug)]
@@ -55,6 +70,80 @@ struct State {
     online: usize,
     /// Named subscribers and how many streams each has open.
     users: BTreeMap<UserName, usize>,
+    /// Who is on the room, as streams are told.
+    presence: Arc<Presence>,
+}
+
+/// Who is on a room at one moment. Immutable: a change makes a new one with
+/// the next `seq`, which streams compare with the one they last sent.
+#[derive(Debug)]
+pub struct Presence {
+    seq: u64,
+    online: usize,
+    users: Vec<UserName>,
+    /// What a stream that sent the previous snapshot sends to catch up
+    /// with this one: computed once per change, shared by every stream.
+    step: Frame,
+}
+
+impl Presence {
+    fn empty() -> Self {
+        Presence {
+            seq: 0,
+            online: 0,
+            users: Vec::new(),
+            step: Frame::from(&[][..]),
+        }
+    }
+
+    /// The next snapshot after `self`, with `online` streams and `users`
+    /// (sorted).
+    fn next(&self, online: usize, users: Vec<UserName>) -> Self {
+        let step = transition(&self.users, online, &users);
+        Presence {
+            seq: self.seq + 1,
+            online,
+            users,
+            step,
+        }
+    }
+
+    /// Open streams.
+    pub fn online(&self) -> usize {
+        self.online
+    }
+
+    /// Named users, sorted.
+    pub fn users(&self) -> &[UserName] {
+        &self.users
+    }
+}
+
+/// The events that take a stream from knowing `old` users to the present:
+/// a `leave` for each user gone, a `join` for each user new (both with the
+/// current count), then the whole state in one `presence` event.
+fn transition(old: &[UserName], online: usize, new: &[UserName]) -> Frame {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), b) if b.is_none_or(|b| a < b) => {
+                out.extend_from_slice(&encode(&Event::Leave { user: a, online }));
+                i += 1;
+            }
+            (_, Some(b)) => {
+                out.extend_from_slice(&encode(&Event::Join { user: b, online }));
+                j += 1;
+            }
+            (Some(_), None) | (None, None) => unreachable!("handled above"),
+        }
+    }
+    out.extend_from_slice(&encode(&Event::Presence { online, users: new }));
+    Frame::from(out)
 }
 
 /// What a new message carries before it gets an id and a time.
@@ -100,6 +189,8 @@ pub struct RoomInfo {
     pub room: RoomName,
     /// Open streams.
     pub online: usize,
+    /// Named users with a stream open, sorted.
+    pub users: Vec<UserName>,
     /// Id of the newest message, 0 when none was posted.
     pub last_id: u64,
 }
@@ -123,8 +214,11 @@ impl Room {
                 history: MemoryHistory::new(history),
                 online: 0,
                 users: BTreeMap::new(),
+                presence: Arc::new(Presence::empty()),
             }),
             space: Notify::new(),
+            presence_seq: AtomicU64::new(0),
+            presence_changed: Notify::new(),
         }
     }
 
@@ -165,7 +259,8 @@ impl Room {
 
     /// Stores and queues a message for every current subscriber.
     ///
-    /// Waits until `deadline` for a free queue slot (or until `stop` fires),
+    /// Waits until `deadline` for a free queue slot (or until `stop`
+    /// resolves: the server is stopping),
     /// then either delivers at once (`:memory:`) or hands the message to the
     /// database writer, which commits it before delivering it. The slot is
     /// reserved while the commit is in flight, so a committed message always
@@ -176,7 +271,7 @@ impl Room {
         time: Timestamp,
         deadline: Instant,
         store: &Store,
-        stop: &Shutdown,
+        stop: impl Future<Output = ()>,
     ) -> Result<Entry, PublishError> {
         match store {
             Store::Memory => {
@@ -210,9 +305,10 @@ impl Room {
     async fn when_slot_free<T>(
         &self,
         deadline: Instant,
-        stop: &Shutdown,
+        stop: impl Future<Output = ()>,
         mut take: impl FnMut(&Room, &mut State) -> T,
     ) -> Result<T, PublishError> {
+        let mut stop = pin!(stop);
         let mut listener = None;
         loop {
             {
@@ -240,7 +336,7 @@ impl Room {
                         Woke::Late
                     })
                     .or(async {
-                        stop.wait().await;
+                        stop.as_mut().await;
                         Woke::Stop
                     })
                     .await;
@@ -306,12 +402,31 @@ impl Room {
         self.lock().history.prune_older_than(cutoff);
     }
 
-    /// Queues a presence event unless that would take a slot a message may
-    /// need: presence is best effort and never makes a post wait.
-    fn announce(&self, st: &State, event: &Event<'_>) {
-        if self.tx.len() + st.reserved + 1 < self.tx.capacity() {
-            let _ = self.tx.try_broadcast(encode(event));
+    /// Publishes a new presence snapshot after `online` or `users` changed.
+    /// The caller rings `presence_changed` once the lock is released.
+    fn presence_changed(&self, st: &mut State) {
+        let users: Vec<UserName> = st.users.keys().cloned().collect();
+        st.presence = Arc::new(st.presence.next(st.online, users));
+        self.presence_seq.store(st.presence.seq, Ordering::Release);
+    }
+
+    /// Resolves once the presence snapshot is no longer number `seen`.
+    pub async fn presence_after(&self, seen: u64) {
+        loop {
+            if self.presence_seq.load(Ordering::Acquire) != seen {
+                return;
+            }
+            let listener = self.presence_changed.listen();
+            if self.presence_seq.load(Ordering::Acquire) != seen {
+                return;
+            }
+            listener.await;
         }
+    }
+
+    /// Who is on the room now.
+    pub fn presence(&self) -> Arc<Presence> {
+        self.lock().presence.clone()
     }
 
     /// Opens a stream on the room: returns the subscription and the frames
@@ -328,25 +443,15 @@ impl Room {
         let mut st = self.lock();
         st.online += 1;
         if let Some(u) = &user {
-            let n = st.users.entry(u.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                // Sent before our receiver exists, so we do not get our own join.
-                self.announce(
-                    &st,
-                    &Event::Join {
-                        user: u,
-                        online: st.online,
-                    },
-                );
-            }
+            *st.users.entry(u.clone()).or_insert(0) += 1;
         }
+        self.presence_changed(&mut st);
         let rx = self.tx.new_receiver();
-        let users: Vec<UserName> = st.users.keys().cloned().collect();
+        let seen = st.presence.clone();
         let mut frames = vec![encode(&Event::Hello {
             room: self.name.as_str(),
-            online: st.online,
-            users: &users,
+            online: seen.online,
+            users: &seen.users,
         })];
         let start = match since {
             None => st.history.len().saturating_sub(replay),
@@ -363,11 +468,13 @@ impl Room {
         };
         frames.extend(st.history.from_index(start).map(|e| e.frame.clone()));
         drop(st);
+        self.presence_changed.notify(usize::MAX);
         (
             Subscription {
                 room: self.clone(),
                 rx: Some(rx),
                 user,
+                seen,
             },
             frames,
         )
@@ -383,7 +490,8 @@ impl Room {
         let st = self.lock();
         RoomInfo {
             room: self.name.clone(),
-            online: st.online,
+            online: st.presence.online,
+            users: st.presence.users.clone(),
             last_id: st.next_id - 1,
         }
     }
@@ -400,6 +508,8 @@ pub struct Subscription {
     room: Arc<Room>,
     rx: Option<Receiver<Frame>>,
     user: Option<UserName>,
+    /// The presence snapshot this stream last sent.
+    seen: Arc<Presence>,
 }
 
 impl Subscription {
@@ -425,6 +535,28 @@ impl Subscription {
     pub fn room(&self) -> &Arc<Room> {
         &self.room
     }
+
+    /// The number of the presence snapshot this stream last sent.
+    pub fn presence_seen(&self) -> u64 {
+        self.seen.seq
+    }
+
+    /// The events that bring this stream's presence up to date, if it
+    /// changed since it last sent one. Taking them counts as sent.
+    pub fn presence_update(&mut self) -> Option<Frame> {
+        let now = self.room.presence();
+        if now.seq == self.seen.seq {
+            return None;
+        }
+        let frames = if now.seq == self.seen.seq + 1 {
+            now.step.clone()
+        } else {
+            // Several changes since: one coalesced step.
+            transition(&self.seen.users, now.online, &now.users)
+        };
+        self.seen = now;
+        Some(frames)
+    }
 }
 
 impl Drop for Subscription {
@@ -438,18 +570,13 @@ impl Drop for Subscription {
                 *n -= 1;
                 if *n == 0 {
                     st.users.remove(u);
-                    self.room.announce(
-                        &st,
-                        &Event::Leave {
-                            user: u,
-                            online: st.online,
-                        },
-                    );
                 }
             }
         }
+        self.room.presence_changed(&mut st);
         drop(st);
         self.room.space.notify(usize::MAX);
+        self.room.presence_changed.notify(usize::MAX);
     }
 }
 
@@ -480,7 +607,7 @@ mod tests {
             Timestamp(0),
             deadline,
             &Store::Memory,
-            &Shutdown::new(),
+            std::future::pending(),
         ))
         .map(|e| e.msg)
     }
@@ -554,23 +681,81 @@ mod tests {
     }
 
     #[test]
-    fn presence_counts_streams_and_announces_first_and_last() {
+    fn presence_counts_streams_and_tells_each_stream_what_changed() {
         let room = Arc::new(Room::new(RoomName::lobby(), 8, 10));
         let (mut watcher, _) = room.subscribe(None, 0, None);
+        assert!(watcher.presence_update().is_none(), "nothing changed yet");
         let ana = UserName::parse("ana").unwrap();
         let (a1, hello) = room.subscribe(None, 0, Some(ana.clone()));
         assert!(text(&hello[0]).contains("\"online\":2,\"users\":[\"ana\"]"));
         let (a2, _) = room.subscribe(None, 0, Some(ana));
         assert_eq!(room.info().online, 3);
-        assert!(text(&watcher.receiver().try_recv().unwrap())
-            .starts_with("event: join\ndata: {\"user\":\"ana\",\"online\":2}"));
+        // Two changes since the watcher last sent: coalesced into one step.
+        assert_eq!(
+            text(&watcher.presence_update().unwrap()),
+            "event: join\ndata: {\"user\":\"ana\",\"online\":3}\n\n\
+             event: presence\ndata: {\"online\":3,\"users\":[\"ana\"]}\n\n"
+        );
         drop(a1);
-        assert!(
-            watcher.receiver().try_recv().is_err(),
+        assert_eq!(
+            text(&watcher.presence_update().unwrap()),
+            "event: presence\ndata: {\"online\":2,\"users\":[\"ana\"]}\n\n",
             "ana still has a stream"
         );
         drop(a2);
-        assert!(text(&watcher.receiver().try_recv().unwrap())
-            .starts_with("event: leave\ndata: {\"user\":\"ana\",\"online\":1}"));
+        assert_eq!(
+            text(&watcher.presence_update().unwrap()),
+            "event: leave\ndata: {\"user\":\"ana\",\"online\":1}\n\n\
+             event: presence\ndata: {\"online\":1,\"users\":[]}\n\n"
+        );
+        assert!(watcher.presence_update().is_none());
+        assert!(
+            watcher.receiver().try_recv().is_err(),
+            "presence never takes a queue slot"
+        );
+    }
+
+    #[test]
+    fn presence_changes_while_the_queue_is_full_still_reach_every_stream() {
+        let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
+        let (mut reader, _) = room.subscribe(None, 0, None);
+        for _ in 0..2 {
+            publish(&room, new_message("x"), soon()).unwrap();
+        }
+        let bob = UserName::parse("bob").unwrap();
+        let (_b, _) = room.subscribe(None, 0, Some(bob));
+        let update = text(&reader.presence_update().unwrap());
+        assert!(update.ends_with("event: presence\ndata: {\"online\":2,\"users\":[\"bob\"]}\n\n"));
+        assert_eq!(
+            room.info().users,
+            ["bob"].map(|u| UserName::parse(u).unwrap())
+        );
+    }
+
+    #[test]
+    fn transitions_list_leaves_and_joins_in_name_order() {
+        let names = |v: &[&str]| -> Vec<UserName> {
+            v.iter().map(|u| UserName::parse(u).unwrap()).collect()
+        };
+        let f = transition(
+            &names(&["ana", "cy", "eve"]),
+            4,
+            &names(&["bob", "cy", "dan"]),
+        );
+        let events: Vec<&str> = std::str::from_utf8(&f)
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "event: leave\ndata: {\"user\":\"ana\",\"online\":4}",
+                "event: join\ndata: {\"user\":\"bob\",\"online\":4}",
+                "event: join\ndata: {\"user\":\"dan\",\"online\":4}",
+                "event: leave\ndata: {\"user\":\"eve\",\"online\":4}",
+                "event: presence\ndata: {\"online\":4,\"users\":[\"bob\",\"cy\",\"dan\"]}",
+            ]
+        );
     }
 }

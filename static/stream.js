@@ -245,6 +245,13 @@ function streamRoom({ room, user, log, emit, everLive }) {
       users.delete(j.user);
       presence();
     });
+    // The whole state after every change (coalesced): what the page shows
+    // always ends equal to the server's, whatever happened in between.
+    on('presence', (p) => {
+      online = p.online;
+      users = new Set(p.users ?? []);
+      presence();
+    });
     on('shutdown', () => emit({ t: 'state', state: 'reconnecting' }));
     mine.addEventListener('error', () => {
       if (es !== mine || closed) return;

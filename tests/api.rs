@@ -72,8 +72,8 @@ fn rooms_are_separate_and_listed() {
     assert_eq!(
         rooms,
         serde_json::json!([
-            {"room": "garden", "online": 0, "last_id": 1},
-            {"room": "kitchen", "online": 0, "last_id": 2},
+            {"room": "garden", "online": 0, "users": [], "last_id": 1},
+            {"room": "kitchen", "online": 0, "users": [], "last_id": 2},
         ])
     );
 }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::http::sse::Frame;
+use crate::event::Frame;
 use crate::message::{Message, Timestamp};
 
 pub mod sqlite;
@@ -167,7 +167,7 @@ impl MemoryHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::sse::{encode, Event};
+    use crate::event::{encode, Event};
     use crate::message::{RoomName, Timestamp, UserName};
 
     fn filled(cap: usize, ids: std::ops::RangeInclusive<u64>) -> MemoryHistory {

@@ -25,6 +25,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,9 +40,11 @@ pub type Stream = Async<std::net::TcpStream>;
 
 use super::head::{self, Framing, Head};
 use super::reply::ApiError;
-use super::sse::{self, Frame};
+use super::sse;
 use super::{chunked, route, Reply, StreamStart};
 use crate::app::App;
+use crate::event::{self, Frame};
+use crate::room::Room;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -51,6 +54,9 @@ const READ_CHUNK: usize = 4096;
 const SSE_SNDBUF: usize = 32 * 1024;
 /// Most bytes of ready events written in one chunk.
 const MAX_BATCH: usize = 32 * 1024;
+/// Shortest time between two presence updates on one stream. Presence
+/// converges within this (plus a write) after the last change.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
 /// How long to keep reading (and discarding) after refusing a request, so
 /// the client sees our answer rather than a reset.
 const LINGER: Duration = Duration::from_secs(1);
@@ -506,9 +512,14 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     let mut ping = Timer::at(last_write + keepalive);
     let mut gone = pin!(peer_gone(stream));
     let mut stop = pin!(app.shutdown.wait());
+    // Boxed: it is replaced after every presence update, and most streams
+    // see few of them; its state stays out of the stream's own size.
+    let room = sub.room().clone();
+    let mut presence = Box::pin(presence_due(room.clone(), sub.presence_seen(), None));
     let mut batch: Vec<Frame> = Vec::new();
     enum Ev {
         Frame(Result<Frame, async_broadcast::RecvError>),
+        Presence,
         Ping,
         Gone,
         Stop,
@@ -520,6 +531,10 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
         } else {
             let rx = sub.receiver();
             async { Ev::Frame(rx.recv_direct().await) }
+                .or(async {
+                    presence.as_mut().await;
+                    Ev::Presence
+                })
                 .or(async {
                     (&mut ping).await;
                     Ev::Ping
@@ -555,6 +570,18 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 }
                 out.extend_from_slice(b"\r\n");
             }
+            Ev::Presence => {
+                if let Some(update) = sub.presence_update() {
+                    sse::chunk(&update, &mut out);
+                }
+                let next = Instant::now() + PRESENCE_EVERY;
+                presence
+                    .as_mut()
+                    .set(presence_due(room.clone(), sub.presence_seen(), Some(next)));
+                if out.is_empty() {
+                    continue;
+                }
+            }
             Ev::Ping => {
                 if last_write.elapsed() < keepalive {
                     ping.set_at(last_write + keepalive);
@@ -573,7 +600,10 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 // Spread reconnects over a few seconds so a restarted Pi is
                 // not hit by every client at once.
                 let retry_ms = 1000 + fastrand::u64(0..4000);
-                sse::chunk(&sse::encode(&sse::Event::Shutdown { retry_ms }), &mut out);
+                sse::chunk(
+                    &event::encode(&event::Event::Shutdown { retry_ms }),
+                    &mut out,
+                );
                 out.extend_from_slice(sse::LAST_CHUNK);
                 let _ = write_all(stream, &out, stall.min(Duration::from_secs(1))).await;
                 return;
@@ -600,6 +630,17 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
             out = Vec::new();
         }
     }
+}
+
+/// Resolves once the room's presence is no longer snapshot `seen`, and not
+/// before `not_before`: a stream sends at most one presence update per
+/// [`PRESENCE_EVERY`], so a burst of joins and leaves costs each stream one
+/// coalesced update rather than one write per change.
+async fn presence_due(room: Arc<Room>, seen: u64, not_before: Option<Instant>) {
+    if let Some(t) = not_before {
+        Timer::at(t).await;
+    }
+    room.presence_after(seen).await;
 }
 
 /// Resolves when the peer closes its end (or the socket fails), so a

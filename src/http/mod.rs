@@ -22,12 +22,12 @@ use futures_lite::AsyncReadExt;
 use http_types::{Method, Request, Response};
 
 use crate::app::App;
+use crate::event::{self, Frame};
 use crate::message::{RoomName, Timestamp, UserName};
 use crate::rate::retry_after_secs;
 use crate::room::{NewMessage, PublishError, Subscription};
 use crate::transform::Draft;
 use reply::{json, ApiError};
-use sse::Frame;
 
 /// What the router answers.
 #[derive(Debug)]
@@ -237,7 +237,13 @@ async fn post(
     };
     let deadline = Instant::now() + app.config.publish_timeout;
     match room
-        .publish(new, Timestamp::now(), deadline, &app.store, &app.shutdown)
+        .publish(
+            new,
+            Timestamp::now(),
+            deadline,
+            &app.store,
+            app.shutdown.wait(),
+        )
         .await
     {
         Ok(entry) => {
@@ -246,7 +252,7 @@ async fn post(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Reply::Response(reply::json_bytes(
                 201,
-                sse::message_json(&entry.frame).to_vec(),
+                event::message_json(&entry.frame).to_vec(),
             )))
         }
         Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
@@ -413,7 +419,7 @@ mod tests {
         let mut res = respond(&app, req(Method::Get, "/rooms"));
         assert_eq!(
             body(&mut res),
-            serde_json::json!([{"room":"k","online":0,"last_id":2}])
+            serde_json::json!([{"room":"k","online":0,"users":[],"last_id":2}])
         );
     }
 

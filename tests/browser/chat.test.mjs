@@ -3,7 +3,8 @@
 // and the screenshots for the README.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -250,15 +251,15 @@ test('screenshots: a phone at 360x740 and a desktop', async () => {
       const res = await fetch(`${demo.url}/rooms/${room}/events?user=${user}`, { signal: listeners.signal });
       assert.equal(res.status, 200);
     }
-    const shots = join(ROOT, 'docs');
+    // The pictures in docs/ are rewritten only when asked
+    // (SMOLCHAT_SCREENSHOTS=1, see scripts/screenshots.sh); otherwise they
+    // go to a temporary folder, so a test run leaves the work tree as it was.
+    const shots = process.env.SMOLCHAT_SCREENSHOTS === '1'
+      ? join(ROOT, 'docs')
+      : mkdtempSync(join(tmpdir(), 'smolchat-shots-'));
     mkdirSync(shots, { recursive: true });
     const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 1 });
-    // The name is known before the page opens its stream, as for a returning
-    // user. Naming yourself on the page swaps an unnamed stream for a named
-    // one, and the server's count may still include the unnamed one when it
-    // greets the new stream; an unnamed stream leaves without an event, so
-    // "4 online" would stay (presence is best effort). Slow servers (ARM CI
-    // under qemu) hit that race often; the count below must be exact.
+    // The name is known before the page opens its stream, as for a returning user.
     await context.addInitScript(() => localStorage.setItem('smolchat.name', 'ana'));
     const page = await openPage(context, `${demo.url}/#${room}`);
     await page.locator('#me-name', { hasText: 'ana' }).waitFor();
@@ -288,12 +289,62 @@ test('screenshots: a phone at 360x740 and a desktop', async () => {
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.locator('#rooms a', { hasText: '#kitchen' }).waitFor();
     await page.screenshot({ path: join(shots, 'screenshot-desktop.png') });
+    for (const f of ['screenshot-phone.png', 'screenshot-desktop.png']) {
+      assert.ok(statSync(join(shots, f)).size > 10000, `${f} was written`);
+    }
     assert.deepEqual(page.errors, []);
     await context.close();
+    if (process.env.SMOLCHAT_SCREENSHOTS !== '1') rmSync(shots, { recursive: true });
   } finally {
     listeners.abort();
     await demo.stop();
   }
+});
+
+test('the page shows exactly who is online after streams come and go', async () => {
+  const room = 'churn';
+  const context = await browser.newContext();
+  await context.addInitScript(() => localStorage.setItem('smolchat.name', 'ana'));
+  const page = await openPage(context, `${server.url}/#${room}`);
+  await live(page);
+  // Other clients open and close streams: named, unnamed, one name twice.
+  const open = [];
+  const connect = async (user) => {
+    const stop = new AbortController();
+    const q = user ? `?user=${user}` : '';
+    const res = await fetch(`${server.url}/rooms/${room}/events${q}`, { signal: stop.signal });
+    assert.equal(res.status, 200);
+    open.push({ user, stop });
+  };
+  const names = ['bob', 'cy', null, 'bob', null, 'dan', 'cy', null];
+  for (let i = 0; i < 40; i++) {
+    if (open.length < 3 || i % 3 !== 2) await connect(names[i % names.length]);
+    else open.splice((i * 7) % open.length, 1)[0].stop.abort();
+  }
+  // What the server says, once it has seen every close, is the truth.
+  const users = [...new Set(['ana', ...open.map((o) => o.user).filter(Boolean)])].sort();
+  await until(async () => {
+    const rooms = await (await fetch(`${server.url}/rooms`)).json();
+    const r = rooms.find((x) => x.room === room);
+    return r.online === open.length + 1 && JSON.stringify(r.users) === JSON.stringify(users);
+  }, 'GET /rooms to count the open streams');
+  // The page converges to the same count and list.
+  const shown = () => page.evaluate(() => ({
+    count: document.getElementById('online-count').textContent,
+    people: [...document.querySelectorAll('#people li:not(.unnamed)')].map((li) => li.firstChild.textContent),
+    unnamed: document.querySelector('#people li.unnamed')?.textContent ?? '',
+  }));
+  const unnamed = open.length + 1 - users.length;
+  const want = {
+    count: `${open.length + 1} online`,
+    people: users,
+    unnamed: unnamed === 0 ? '' : unnamed === 1 ? '1 more without a name' : `${unnamed} more without a name`,
+  };
+  await until(async () => JSON.stringify(await shown()) === JSON.stringify(want), `the page to show ${JSON.stringify(want)}`);
+  for (const o of open) o.stop.abort();
+  await until(async () => (await shown()).count === '1 online', 'the page to show only itself');
+  assert.deepEqual(page.errors, []);
+  await context.close();
 });
 
 test('follows the system colour scheme, and the list is announced politely', async () => {

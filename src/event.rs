@@ -1,0 +1,352 @@
+//! Events as a stream carries them, and their one encoding: the bytes of
+//! one Server-Sent Event.
+//!
+//! This is the wire form of a domain event, so it lives below both the
+//! rooms (which encode each message once and share the bytes, an `Arc`,
+//! with every subscriber and with history) and the HTTP layer (which only
+//! adds chunk framing, see `http::sse`).
+//!
+//! Framing safety comes from types rather than escaping: an event name is one
+//! of a closed set of `&'static str`s, an id is a `u64`, and the data is
+//! compact JSON from `serde_json`, which escapes every control character, so
+//! a message containing `"\n\nevent: x"` stays inside one `data:` line.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::message::{Message, UserName};
+
+/// One encoded SSE event, shared by every subscriber that receives it.
+pub type Frame = Arc<[u8]>;
+
+/// What the server tells a stream.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A chat message; carries `id:` so EventSource can resume.
+    Message(&'a Message),
+    /// First event of every stream.
+    Hello {
+        /// The room streamed.
+        room: &'a str,
+        /// Open streams on the room, this one included.
+        online: usize,
+        /// Named users on the room, sorted.
+        users: &'a [UserName],
+    },
+    /// A named user opened their first stream on the room.
+    Join {
+        /// Who.
+        user: &'a UserName,
+        /// Open streams on the room after the join.
+        online: usize,
+    },
+    /// A named user closed their last stream on the room.
+    Leave {
+        /// Who.
+        user: &'a UserName,
+        /// Open streams on the room after the leave.
+        online: usize,
+    },
+    /// Who is on the room now: sent after every change a stream has not
+    /// seen yet (after its `join`/`leave` events, if any), so a client that
+    /// keeps the last one always knows the exact state.
+    Presence {
+        /// Open streams on the room.
+        online: usize,
+        /// Named users on the room, sorted.
+        users: &'a [UserName],
+    },
+    /// Messages after `since` are partly gone from history; replay starts at `first`.
+    Gap {
+        /// The id the client asked to resume after.
+        since: u64,
+        /// The oldest id history still holds, if any.
+        first: Option<u64>,
+    },
+    /// The server is stopping; reconnect after `retry_ms`.
+    Shutdown {
+        /// Milliseconds the client should wait before reconnecting.
+        retry_ms: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Someone<'a> {
+    user: &'a UserName,
+    online: usize,
+}
+
+#[derive(Serialize)]
+struct Everyone<'a> {
+    online: usize,
+    users: &'a [UserName],
+}
+
+#[derive(Serialize)]
+struct Hello<'a> {
+    room: &'a str,
+    online: usize,
+    users: &'a [UserName],
+}
+
+#[derive(Serialize)]
+struct Gap {
+    since: u64,
+    first: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Shutdown {
+    retry: u64,
+}
+
+/// Encodes one event as SSE bytes.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::event::{encode, Event};
+///
+/// let frame = encode(&Event::Gap { since: 3, first: Some(10) });
+/// assert_eq!(&*frame, b"event: gap\ndata: {\"since\":3,\"first\":10}\n\n");
+/// ```
+pub fn encode(event: &Event<'_>) -> Frame {
+    let mut out = Vec::with_capacity(128);
+    match event {
+        Event::Message(m) => {
+            out.extend_from_slice(b"event: message\nid: ");
+            out.extend_from_slice(m.id.to_string().as_bytes());
+            data(&mut out, m);
+        }
+        Event::Hello {
+            room,
+            online,
+            users,
+        } => {
+            out.extend_from_slice(b"event: hello");
+            data(
+                &mut out,
+                &Hello {
+                    room,
+                    online: *online,
+                    users,
+                },
+            );
+        }
+        Event::Join { user, online } => {
+            out.extend_from_slice(b"event: join");
+            data(
+                &mut out,
+                &Someone {
+                    user,
+                    online: *online,
+                },
+            );
+        }
+        Event::Leave { user, online } => {
+            out.extend_from_slice(b"event: leave");
+            data(
+                &mut out,
+                &Someone {
+                    user,
+                    online: *online,
+                },
+            );
+        }
+        Event::Presence { online, users } => {
+            out.extend_from_slice(b"event: presence");
+            data(
+                &mut out,
+                &Everyone {
+                    online: *online,
+                    users,
+                },
+            );
+        }
+        Event::Gap { since, first } => {
+            out.extend_from_slice(b"event: gap");
+            data(
+                &mut out,
+                &Gap {
+                    since: *since,
+                    first: *first,
+                },
+            );
+        }
+        Event::Shutdown { retry_ms } => {
+            out.extend_from_slice(b"retry: ");
+            out.extend_from_slice(retry_ms.to_string().as_bytes());
+            out.extend_from_slice(b"\nevent: shutdown");
+            data(&mut out, &Shutdown { retry: *retry_ms });
+        }
+    }
+    Arc::from(out)
+}
+
+/// The JSON of a `message` frame's `data:` line: the stored message,
+/// exactly as `serde_json` encodes it (the `201` body reuses it).
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::event::{encode, message_json, Event};
+/// use smolchat::message::{Message, RoomName, Timestamp, UserName};
+///
+/// let msg = Message {
+///     id: 7,
+///     room: RoomName::lobby(),
+///     user: UserName::anonymous(),
+///     text: "hi".into(),
+///     time: Timestamp(0),
+///     spans: None,
+/// };
+/// let frame = encode(&Event::Message(&msg));
+/// assert_eq!(message_json(&frame), serde_json::to_vec(&msg).unwrap());
+/// ```
+pub fn message_json(frame: &[u8]) -> &[u8] {
+    const DATA: &[u8] = b"\ndata: ";
+    let start = frame
+        .windows(DATA.len())
+        .position(|w| w == DATA)
+        .map_or(frame.len(), |i| i + DATA.len());
+    let end = frame.len().saturating_sub(2).max(start);
+    &frame[start..end]
+}
+
+/// Appends `\ndata: <compact JSON>\n\n`.
+fn data(out: &mut Vec<u8>, value: &impl Serialize) {
+    out.extend_from_slice(b"\ndata: ");
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, value).expect("serializing an event");
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{RoomName, Span, Timestamp};
+
+    fn msg(id: u64, text: &str) -> Message {
+        Message {
+            id,
+            room: RoomName::lobby(),
+            user: UserName::parse("ana").unwrap(),
+            text: text.into(),
+            time: Timestamp(1_795_341_600),
+            spans: None,
+        }
+    }
+
+    /// Splits SSE bytes into events of (field, value) lines, as a browser would.
+    fn parse(bytes: &[u8]) -> Vec<Vec<(String, String)>> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                e.split('\n')
+                    .map(|l| {
+                        let (k, v) = l.split_once(": ").unwrap_or((l, ""));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_is_event_id_and_one_data_line() {
+        let f = encode(&Event::Message(&msg(42, "hi 🙂")));
+        assert_eq!(
+            std::str::from_utf8(&f).unwrap(),
+            "event: message\nid: 42\ndata: {\"id\":42,\"room\":\"lobby\",\"user\":\"ana\",\"text\":\"hi 🙂\",\"time\":\"2026-11-22T10:00:00Z\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn text_that_looks_like_sse_stays_inside_one_data_line() {
+        for text in [
+            "\n\nevent: x\ndata: y",
+            "a\rb\r\nc",
+            "\u{2028}\u{0}",
+            "data: {}\n\nid: 7",
+        ] {
+            let f = encode(&Event::Message(&msg(1, text)));
+            let events = parse(&f);
+            assert_eq!(events.len(), 1, "{text:?}");
+            let fields: Vec<&str> = events[0].iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(fields, ["event", "id", "data"], "{text:?}");
+            let back: serde_json::Value = serde_json::from_str(&events[0][2].1).unwrap();
+            assert_eq!(back["text"], text);
+            assert!(!f.contains(&b'\r'));
+        }
+    }
+
+    #[test]
+    fn an_empty_text_still_has_a_data_line() {
+        let f = encode(&Event::Message(&msg(1, "")));
+        assert!(std::str::from_utf8(&f)
+            .unwrap()
+            .contains("\ndata: {\"id\":1,"));
+    }
+
+    #[test]
+    fn spans_ride_along_in_the_json() {
+        let mut m = msg(2, "see `x`");
+        m.spans = Some(vec![
+            Span::Text {
+                text: "see ".into(),
+            },
+            Span::Code { code: "x".into() },
+        ]);
+        let f = encode(&Event::Message(&m));
+        assert!(std::str::from_utf8(&f)
+            .unwrap()
+            .contains(r#""spans":[{"text":"see "},{"code":"x"}]"#));
+    }
+
+    #[test]
+    fn presence_hello_and_shutdown_events() {
+        let ana = UserName::parse("ana").unwrap();
+        assert_eq!(
+            &*encode(&Event::Join {
+                user: &ana,
+                online: 4
+            }),
+            b"event: join\ndata: {\"user\":\"ana\",\"online\":4}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Leave {
+                user: &ana,
+                online: 3
+            }),
+            b"event: leave\ndata: {\"user\":\"ana\",\"online\":3}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Presence {
+                online: 3,
+                users: std::slice::from_ref(&ana)
+            }),
+            b"event: presence\ndata: {\"online\":3,\"users\":[\"ana\"]}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Hello {
+                room: "lobby",
+                online: 3,
+                users: &[ana]
+            }),
+            b"event: hello\ndata: {\"room\":\"lobby\",\"online\":3,\"users\":[\"ana\"]}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Shutdown { retry_ms: 2500 }),
+            b"retry: 2500\nevent: shutdown\ndata: {\"retry\":2500}\n\n"
+        );
+        assert_eq!(
+            &*encode(&Event::Gap {
+                since: 1,
+                first: None
+            }),
+            b"event: gap\ndata: {\"since\":1,\"first\":null}\n\n"
+        );
+    }
+}
