@@ -8,7 +8,7 @@
 #   setup    Debian's rustc-web at ONE pinned version, with its std for the
 #            host (amd64) and for arm64 from apt, the same version's armhf std
 #            unpacked into a private sysroot (apt cannot install it on this
-#            mirror, see README.md "Run it on a Raspberry Pi"), cross gcc/binutils/libc for both targets,
+#            mirror, see docs/raspberry-pi.md), cross gcc/binutils/libc for both targets,
 #            qemu-user-static from bookworm-backports, cargo-deb (pinned).
 #   build    release binaries for x86_64 (rustup), aarch64 and armv7
 #            (Debian rustc), sizes printed and the aarch64 budget checked.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs smolchat's load benchmark set and prints a markdown table of medians
-# against the targets of issue 7 (the README's "Performance" section).
+# against the targets of issue 7 (docs/performance.md).
 #
 #   scripts/bench.sh            # every scenario 5 times, medians (~6 min)
 #   scripts/bench.sh --quick    # every scenario once, smaller (< 1 min once built)
