@@ -48,8 +48,8 @@
 //! Write `name.rs` with a `pub(crate) fn apply(prose: &str) -> Option<String>`
 //! (or a struct, if it has settings, like `censor`), add a variant to
 //! `Transform`, its name to [`NAMES`], one arm to `from_config`, `name` and
-//! `apply`, a table test in `tests/transforms.rs`, and a section in the
-//! README. A transform sees only prose; it must not panic, must cost time
+//! `apply`, a table test in `tests/transforms.rs`, and a section in
+//! docs/transforms.md. A transform sees only prose; it must not panic, must cost time
 //! linear in its input, and must not add backticks or line breaks, which
 //! would move where code is.
 
