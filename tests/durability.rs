@@ -339,10 +339,7 @@ fn sigterm_under_load_commits_every_acknowledged_post_and_exits_0() {
         std::thread::yield_now();
     }
     s.signal("TERM");
-    assert!(s
-        .wait_exit(Duration::from_secs(3))
-        .expect("exits")
-        .success());
+    assert!(s.wait_exit(WAIT).expect("exits").success());
     for p in posters {
         p.join().unwrap();
     }

@@ -127,26 +127,31 @@ fn regression_keep_alive_responses_do_not_stall_on_nagle() {
     // keep-alive response waits ~40 ms for the client's delayed ACK. A run
     // of 20 requests would take over 800 ms; allow a wide margin for a
     // loaded machine while staying far below that.
+    // A stall is deterministic (every request waits for the ACK timer);
+    // a loaded machine is not, so the best of five runs must be fast.
     let s = Server::start(&["--rate", "0"]);
     let mut reader = BufReader::new(s.connect());
-    let mut times = Vec::new();
-    for i in 0..21 {
-        let start = Instant::now();
-        let req = support::post_bytes(
-            "/messages",
-            &["Content-Type: text/plain"],
-            format!("n{i}").as_bytes(),
-        );
-        reader.get_mut().write_all(&req).unwrap();
-        assert_eq!(read_response(&mut reader).unwrap().status, 201);
-        times.push(start.elapsed());
+    let mut medians = Vec::new();
+    for run in 0..5 {
+        let mut times = Vec::new();
+        for i in 0..21 {
+            let start = Instant::now();
+            let req = support::post_bytes(
+                "/messages",
+                &["Content-Type: text/plain"],
+                format!("r{run}n{i}").as_bytes(),
+            );
+            reader.get_mut().write_all(&req).unwrap();
+            assert_eq!(read_response(&mut reader).unwrap().status, 201);
+            times.push(start.elapsed());
+        }
+        times.sort();
+        if times[10] < Duration::from_millis(35) {
+            return;
+        }
+        medians.push(times[10]);
     }
-    times.sort();
-    assert!(
-        times[10] < Duration::from_millis(35),
-        "median round trip {:?}",
-        times[10]
-    );
+    panic!("median round trip of every run was 35 ms or more: {medians:?}");
 }
 
 #[test]

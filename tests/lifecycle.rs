@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::Server;
+use support::{Server, WAIT};
 
 fn smolchat(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = support::smolchat_command();
@@ -114,11 +114,11 @@ fn graceful(signal: &str) {
         assert!(sse.next().is_none(), "stream ends after shutdown");
         assert!(sse.ended, "body ended with the last chunk");
     }
-    let status = s
-        .wait_exit(Duration::from_secs(2))
-        .expect("exited within 2 s");
+    // Natively this takes milliseconds; the bound is for a loaded machine
+    // under qemu, far below a hang or a wait for the streams' clients.
+    let status = s.wait_exit(WAIT).expect("exited");
     assert!(status.success(), "{status:?}");
-    assert!(sent.elapsed() < Duration::from_secs(2));
+    assert!(sent.elapsed() < WAIT);
     drop(idle);
 }
 

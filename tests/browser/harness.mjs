@@ -19,8 +19,13 @@ export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
  */
 export const WRAPPER = (process.env.SMOLCHAT_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
 
-/** Default deadline for one awaited state, in ms. */
-export const DEADLINE = 15000;
+/**
+ * Default deadline for one awaited state, in ms. Generous: it only matters
+ * when something is wrong, and CI runs this suite against a server under
+ * qemu on a loaded 2-core machine. Every page's own waits (locators,
+ * waitForFunction) use it too, see openPage.
+ */
+export const DEADLINE = 45000;
 
 /**
  * Starts smolchat with `--addr ADDR --threads 2` and `args`, and resolves
@@ -93,6 +98,7 @@ export function launch() {
 /** A new page that fails the test on any uncaught page error or dialog. */
 export async function openPage(context, url) {
   const page = await context.newPage();
+  page.setDefaultTimeout(DEADLINE);
   page.errors = [];
   page.dialogs = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
