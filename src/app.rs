@@ -1,25 +1,55 @@
 //! `App`: the shared state every connection works on, behind a cheap
 //! `Clone` handle.
 //!
-//! It owns the validated config, the rooms, the metrics, the rate limiter,
-//! the transform pipeline and the shutdown signal. Rooms appear on first use
-//! (a post or a stream) and are bounded by `--max-rooms`.
+//! It owns the validated config, the rooms in memory, the memory budget,
+//! the metrics, the rate limiter, the transform pipeline and the shutdown
+//! signal.
+//!
+//! Rooms come into memory on first use: created, or, with a database, read
+//! from it (the reader thread; nothing is read at start, so a large file
+//! costs nothing until its rooms are asked for). What stays in memory is
+//! bounded twice: `--max-rooms` rooms, and `--memory-limit` bytes of
+//! messages ([`crate::memory`]). When the budget is exceeded, [`App::reclaim`]
+//! evicts messages:
+//!
+//! - with a database, the oldest in-memory messages of the least recently
+//!   used rooms go first (they are still in the file, and reads that need
+//!   them are served from it), and rooms with no stream and no post in
+//!   flight leave memory as a whole;
+//! - without one (`--db :memory:`), the oldest messages across all rooms
+//!   go (a resume past them gets `gap`); rooms stay, or their ids would
+//!   start over.
+//!
+//! What cannot be evicted is a message still queued for a slow subscriber;
+//! if the budget is full of those, new posts are refused until the
+//! subscriber catches up or is cut ([`App::admit`]).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::history::sqlite::{Db, LoadedRoom, StoreError};
 use crate::history::writer::WriterConfig;
-use crate::history::{Store, Writer};
+use crate::history::{Reader, Store, Writer};
 use crate::http::reply::{ApiError, Cors};
+use crate::memory::Memory;
 use crate::message::RoomName;
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
 use crate::room::{Room, RoomInfo};
 use crate::shutdown::{Shutdown, Tracker};
 use crate::transform::Pipeline;
+
+/// What a room in memory costs besides its messages: its queue, presence
+/// and state. Charged to the budget while the room is in memory.
+pub const ROOM_OVERHEAD: usize = 2048;
+
+/// An eviction pass brings memory down to this share of the budget, so the
+/// next posts do not each start a pass.
+const RECLAIM_TO_PERCENT: usize = 90;
 
 /// A handle on the server's shared state.
 #[derive(Clone, Debug)]
@@ -34,6 +64,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Where history is kept beyond memory.
     pub store: Store,
+    /// Reads what memory does not hold (with a database).
+    pub reader: Option<Reader>,
+    /// The memory budget messages are charged to.
+    pub memory: Arc<Memory>,
     /// Post rate limit.
     pub rate: RateLimiter,
     /// Message transforms.
@@ -44,8 +78,15 @@ pub struct Shared {
     pub tracker: Tracker,
     /// CORS policy.
     pub cors: Cors,
-    /// Rooms by name; the lock is never held across an `.await`.
+    /// Rooms in memory by name; the lock is never held across an `.await`.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Ticks for "least recently used".
+    clock: AtomicU64,
+    /// Rooms that left memory so far: a load that started before one left
+    /// may have read a state that is no longer the newest.
+    departures: AtomicU64,
+    /// One eviction pass at a time.
+    reclaiming: Mutex<()>,
 }
 
 impl Deref for App {
@@ -57,48 +98,53 @@ impl Deref for App {
 }
 
 impl App {
-    /// Opens the history store `config` names, restores its rooms, and
-    /// builds the state. Fails (exit code 1 in `main`) if the database
-    /// cannot be opened, read or written.
+    /// Opens the history store `config` names and builds the state. Fails
+    /// (exit code 1 in `main`) if the database cannot be opened or written.
+    /// Reads no room: they are loaded on first use.
     pub fn open(config: Config, pipeline: Pipeline) -> Result<Self, StoreError> {
         let metrics = Arc::new(Metrics::default());
+        let memory = Arc::new(Memory::new(config.memory_limit));
         if config.db == ":memory:" {
             return Ok(Self::new(
                 config,
                 pipeline,
                 metrics,
+                memory,
                 Store::Memory,
-                Vec::new(),
+                None,
             ));
         }
         let path = std::path::PathBuf::from(&config.db);
         let db = Db::open(&path, config.sync)?;
-        let loaded = db.load(config.history)?;
         let writer_config = WriterConfig {
-            path,
+            path: path.clone(),
             sync: config.sync,
             keep: config.history,
             max_age: config.max_age,
         };
-        let writer = Writer::start(db, writer_config, metrics.clone())
-            .map_err(|e| StoreError(format!("cannot start the database thread: {e}")))?;
+        let thread = |e: std::io::Error| StoreError(format!("cannot start a database thread: {e}"));
+        let writer = Writer::start(db, writer_config, metrics.clone()).map_err(thread)?;
+        let reader = Reader::start(path, memory.clone()).map_err(thread)?;
         Ok(Self::new(
             config,
             pipeline,
             metrics,
+            memory,
             Store::Sqlite(writer),
-            loaded,
+            Some(reader),
         ))
     }
 
     /// State with history in memory only.
     pub fn in_memory(config: Config, pipeline: Pipeline) -> Self {
+        let memory = Arc::new(Memory::new(config.memory_limit));
         Self::new(
             config,
             pipeline,
             Arc::new(Metrics::default()),
+            memory,
             Store::Memory,
-            Vec::new(),
+            None,
         )
     }
 
@@ -106,68 +152,208 @@ impl App {
         config: Config,
         pipeline: Pipeline,
         metrics: Arc<Metrics>,
+        memory: Arc<Memory>,
         store: Store,
-        loaded: Vec<LoadedRoom>,
+        reader: Option<Reader>,
     ) -> Self {
-        let rooms = loaded
-            .into_iter()
-            .map(|r| {
-                let room = Room::restore(
-                    r.name.clone(),
-                    config.buffer,
-                    config.history,
-                    r.last_id,
-                    r.messages,
-                );
-                (r.name, Arc::new(room))
-            })
-            .collect();
         App(Arc::new(Shared {
             metrics,
             store,
+            reader,
+            memory,
             rate: RateLimiter::new(config.rate, config.rate_burst),
             cors: Cors::new(&config.allow_origins),
             pipeline,
             shutdown: Shutdown::new(),
             tracker: Tracker::default(),
-            rooms: Mutex::new(rooms),
+            rooms: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            departures: AtomicU64::new(0),
+            reclaiming: Mutex::new(()),
             config,
         }))
     }
 
-    fn rooms_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
+    fn rooms_lock(&self) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The room, if it exists.
+    fn touch(&self, room: &Room) {
+        room.touch(self.clock.fetch_add(1, Relaxed));
+    }
+
+    /// The room if it is in memory.
     pub fn room(&self, name: &RoomName) -> Option<Arc<Room>> {
-        self.rooms_lock().get(name).cloned()
+        let room = self.rooms_lock().get(name).cloned()?;
+        self.touch(&room);
+        Some(room)
     }
 
-    /// The room, created if needed and `--max-rooms` allows.
-    pub fn room_or_create(&self, name: &RoomName) -> Result<Arc<Room>, ApiError> {
-        let mut rooms = self.rooms_lock();
-        if let Some(room) = rooms.get(name) {
-            return Ok(room.clone());
+    /// The room: from memory, else from the database, else a new one if
+    /// `create` (otherwise `None`). Creating or loading one more room than
+    /// `--max-rooms` first evicts an idle room (with a database), else
+    /// fails.
+    pub async fn room_for(
+        &self,
+        name: &RoomName,
+        create: bool,
+    ) -> Result<Option<Arc<Room>>, ApiError> {
+        loop {
+            if let Some(room) = self.room(name) {
+                return Ok(Some(room));
+            }
+            let departures = self.departures.load(Relaxed);
+            let loaded = match &self.reader {
+                Some(reader) => reader
+                    .room(name, self.config.replay)
+                    .await
+                    .map_err(|e| ApiError::StoreRead(e.0))?,
+                None => None,
+            };
+            if loaded.is_none() && !create {
+                return Ok(None);
+            }
+            let mut rooms = self.rooms_lock();
+            if let Some(room) = rooms.get(name) {
+                // Loaded by someone else meanwhile.
+                let room = room.clone();
+                drop(rooms);
+                self.touch(&room);
+                return Ok(Some(room));
+            }
+            if self.departures.load(Relaxed) != departures {
+                // A room left memory while we read: ours may be it, as it
+                // was before its last posts. Read again.
+                continue;
+            }
+            if rooms.len() >= self.config.max_rooms && !self.evict_idle_room(&mut rooms) {
+                return Err(ApiError::TooManyRooms);
+            }
+            let room = Arc::new(self.make_room(name, loaded));
+            self.memory.charge(ROOM_OVERHEAD);
+            rooms.insert(name.clone(), room.clone());
+            drop(rooms);
+            self.touch(&room);
+            return Ok(Some(room));
         }
-        if rooms.len() >= self.config.max_rooms {
-            return Err(ApiError::TooManyRooms);
-        }
-        let room = Arc::new(Room::new(
-            name.clone(),
-            self.config.buffer,
-            self.config.history,
-        ));
-        rooms.insert(name.clone(), room.clone());
-        Ok(room)
     }
 
-    /// Every room's summary, sorted by name.
-    pub fn rooms(&self) -> Vec<RoomInfo> {
+    fn make_room(&self, name: &RoomName, loaded: Option<LoadedRoom>) -> Room {
+        let c = &self.config;
+        match loaded {
+            Some(l) => Room::restore(
+                l.name,
+                c.buffer,
+                c.history,
+                self.memory.clone(),
+                l.last_id,
+                l.messages,
+                l.complete,
+            ),
+            None => Room::new(name.clone(), c.buffer, c.history, self.memory.clone()),
+        }
+    }
+
+    /// Removes the least recently used room that nothing uses, if rooms can
+    /// leave memory (with a database); whether one left.
+    fn evict_idle_room(&self, rooms: &mut HashMap<RoomName, Arc<Room>>) -> bool {
+        if self.reader.is_none() {
+            return false;
+        }
+        // Only the map holds it, and taking it from the map needs the lock
+        // we hold: no stream, no post in flight, nobody about to start one.
+        let victim = rooms
+            .iter()
+            .filter(|(_, r)| r.is_idle(1))
+            .min_by_key(|(_, r)| r.last_used())
+            .map(|(name, _)| name.clone());
+        match victim {
+            Some(name) => {
+                rooms.remove(&name);
+                self.departures.fetch_add(1, Relaxed);
+                self.memory.release(ROOM_OVERHEAD);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Refuses a new post when the memory budget is full and nothing can
+    /// be evicted (everything left is queued for slow subscribers).
+    pub fn admit(&self) -> Result<(), ApiError> {
+        if self.memory.over() {
+            self.reclaim();
+            if self.memory.over() {
+                return Err(ApiError::MemoryFull);
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts messages (and, with a database, idle rooms) until memory is
+    /// at [`RECLAIM_TO_PERCENT`] % of the budget, or nothing more can go.
+    pub fn reclaim(&self) {
+        if !self.memory.over() {
+            return;
+        }
+        let _one_pass = self.reclaiming.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.memory.over() {
+            return;
+        }
+        let done = || !self.memory.above(RECLAIM_TO_PERCENT);
         let rooms: Vec<Arc<Room>> = self.rooms_lock().values().cloned().collect();
-        let mut infos: Vec<RoomInfo> = rooms.iter().map(|r| r.info()).collect();
-        infos.sort_by(|a, b| a.room.cmp(&b.room));
-        infos
+        if self.reader.is_some() {
+            let mut rooms = rooms;
+            rooms.sort_by_key(|r| r.last_used());
+            for room in &rooms {
+                while !done() && room.evict_oldest(32, true) > 0 {}
+                if done() {
+                    return;
+                }
+            }
+            drop(rooms);
+            // Still over: rooms with nothing left in memory, and idle, go.
+            let mut map = self.rooms_lock();
+            while !done() && self.evict_idle_room(&mut map) {}
+        } else {
+            // The oldest messages across rooms first.
+            let mut oldest: BinaryHeap<_> = rooms
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some(Reverse((r.oldest_time()?, i))))
+                .collect();
+            while !done() {
+                let Some(Reverse((_, i))) = oldest.pop() else {
+                    break;
+                };
+                rooms[i].evict_oldest(8, false);
+                if let Some(t) = rooms[i].oldest_time() {
+                    oldest.push(Reverse((t, i)));
+                }
+            }
+        }
+    }
+
+    /// Every room's summary, sorted by name: the rooms in memory, and with
+    /// a database the rooms only the file holds (nobody online).
+    pub async fn rooms(&self) -> Result<Vec<RoomInfo>, ApiError> {
+        let loaded: Vec<Arc<Room>> = self.rooms_lock().values().cloned().collect();
+        let mut infos: BTreeMap<RoomName, RoomInfo> = loaded
+            .iter()
+            .map(|r| (r.name().clone(), r.info()))
+            .collect();
+        if let Some(reader) = &self.reader {
+            let stored = reader.rooms().await.map_err(|e| ApiError::StoreRead(e.0))?;
+            for (name, last_id) in stored {
+                infos.entry(name.clone()).or_insert(RoomInfo {
+                    room: name,
+                    online: 0,
+                    users: Vec::new(),
+                    last_id,
+                });
+            }
+        }
+        Ok(infos.into_values().collect())
     }
 
     /// Commits what the database writer holds and stops it.
@@ -189,7 +375,7 @@ impl App {
         }
     }
 
-    /// Number of rooms.
+    /// Rooms in memory.
     pub fn room_count(&self) -> usize {
         self.rooms_lock().len()
     }

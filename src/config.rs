@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::history::sqlite::SyncMode;
+use crate::memory::{format_size, parse_size};
 use crate::transform::{parse_names, CensorMode, TransformConfig};
 
 /// One flag: its name, the placeholder for its value (`None` for a switch),
@@ -53,8 +54,10 @@ const FLAGS: &[Flag] = &[
     flag("sync", Some("MODE"), "full", "full: a 201 survives power loss; normal: survives a crash of smolchat"),
     flag("max-age", Some("DURATION"), "none", "also delete messages older than this, e.g. 30d"),
     flag("threads", Some("N"), "number of cores", "executor threads"),
+    flag("memory-limit", Some("SIZE"), "64MiB", "memory for messages (history, queues, unsent stream output), e.g. 32MiB or 1GiB"),
     flag("max-connections", Some("N"), "4096", "open connections; more get 503 and are closed"),
-    flag("max-rooms", Some("N"), "1024", "rooms; a post or stream that would create one more gets 503"),
+    flag("max-connections-per-ip", Some("N"), "64", "open connections from one address (IPv6: one /64); more get 429"),
+    flag("max-rooms", Some("N"), "1024", "rooms in memory; idle ones leave first, then a new room gets 503"),
     flag("max-message-bytes", Some("N"), "4096", "largest accepted request body, in bytes (413 above)"),
     flag("buffer", Some("N"), "64", "per-room queue: a post waits while the slowest subscriber is N messages behind"),
     flag("history", Some("N"), "1000", "messages kept per room"),
@@ -85,8 +88,12 @@ pub struct Config {
     pub max_age: Option<Duration>,
     /// Executor threads.
     pub threads: usize,
+    /// Bytes messages may take in memory, all rooms together.
+    pub memory_limit: usize,
     /// Open connections allowed at once.
     pub max_connections: usize,
+    /// Open connections allowed at once from one address (or /64).
+    pub max_connections_per_ip: usize,
     /// Rooms allowed at once.
     pub max_rooms: usize,
     /// Largest request body, in bytes.
@@ -339,15 +346,39 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
             .map_err(|e| ConfigError(format!("invalid value for --censor-mode: {e}")))?;
     }
     let history = num("history", 1000, 1, 1_000_000)?;
+    let max_message_bytes = num("max-message-bytes", 4096, 16, 1 << 20)?;
+    let memory_limit = match one("memory-limit") {
+        None => 64 << 20,
+        Some(s) => {
+            let least = min_memory_limit(max_message_bytes);
+            match parse_size(s) {
+                Some(n) if n >= least => n,
+                Some(n) if n > 0 => {
+                    return err(format!(
+                        "invalid value for --memory-limit: {s} cannot hold one message of \
+                         --max-message-bytes {max_message_bytes}; give at least {}",
+                        format_size(least.next_multiple_of(1 << 10))
+                    ))
+                }
+                _ => {
+                    return err(format!(
+                        "invalid value for --memory-limit: expected a size like 64MiB, 512KiB or 1GiB, got {s:?}"
+                    ))
+                }
+            }
+        }
+    };
     Ok(Config {
         addr,
         db,
         sync,
         max_age,
         threads: num("threads", cores, 1, 1024)?,
+        memory_limit,
         max_connections: num("max-connections", 4096, 1, 1_000_000)?,
+        max_connections_per_ip: num("max-connections-per-ip", 64, 1, 1_000_000)?,
         max_rooms: num("max-rooms", 1024, 1, 1_000_000)?,
-        max_message_bytes: num("max-message-bytes", 4096, 16, 1 << 20)?,
+        max_message_bytes,
         buffer: num("buffer", 64, 1, 65_536)?,
         history,
         replay: num("replay", 50, 0, history)?,
@@ -362,6 +393,13 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         transforms,
         censor_words_file: one("censor-words").map(str::to_string),
     })
+}
+
+/// The smallest `--memory-limit` that holds one message of
+/// `max_message_bytes`, however it is encoded: transforms may double it
+/// (plus a little), and JSON may write a control character as six bytes.
+pub fn min_memory_limit(max_message_bytes: usize) -> usize {
+    6 * crate::transform::max_output_len(max_message_bytes) + 4096
 }
 
 /// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.

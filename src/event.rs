@@ -11,14 +11,78 @@
 //! compact JSON from `serde_json`, which escapes every control character, so
 //! a message containing `"\n\nevent: x"` stays inside one `data:` line.
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::memory::{Memory, FRAME_OVERHEAD};
 use crate::message::{Message, UserName};
 
-/// One encoded SSE event, shared by every subscriber that receives it.
-pub type Frame = Arc<[u8]>;
+/// One encoded SSE event, shared by every subscriber that receives it, by
+/// history and by the answer to its post: cloning shares the bytes.
+///
+/// A message's frame is the only copy of the message the server keeps, and
+/// it counts against the memory budget (see [`crate::memory`]) from
+/// [`encode_in`] until its last clone is dropped.
+#[derive(Clone)]
+pub struct Frame(Arc<Bytes>);
+
+struct Bytes {
+    data: Box<[u8]>,
+    /// The budget this frame's size is charged to, if any.
+    memory: Option<Arc<Memory>>,
+}
+
+impl Frame {
+    /// Bytes not charged to any budget (presence, hello, gap...: events a
+    /// stream sends once).
+    pub fn new(data: Vec<u8>) -> Frame {
+        Frame(Arc::new(Bytes {
+            data: data.into_boxed_slice(),
+            memory: None,
+        }))
+    }
+
+    /// Bytes charged to `memory` for as long as the frame lives.
+    pub fn charged(data: Vec<u8>, memory: &Arc<Memory>) -> Frame {
+        let data = data.into_boxed_slice();
+        memory.charge(data.len() + FRAME_OVERHEAD);
+        Frame(Arc::new(Bytes {
+            data,
+            memory: Some(memory.clone()),
+        }))
+    }
+}
+
+impl Drop for Bytes {
+    fn drop(&mut self) {
+        if let Some(m) = &self.memory {
+            m.release(self.data.len() + FRAME_OVERHEAD);
+        }
+    }
+}
+
+impl Deref for Frame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0.data
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Frame({:?})", String::from_utf8_lossy(self))
+    }
+}
 
 /// What the server tells a stream.
 #[derive(Debug)]
@@ -112,6 +176,33 @@ struct Shutdown {
 /// assert_eq!(&*frame, b"event: gap\ndata: {\"since\":3,\"first\":10}\n\n");
 /// ```
 pub fn encode(event: &Event<'_>) -> Frame {
+    Frame::new(encode_bytes(event))
+}
+
+/// Encodes one event into a frame charged to `memory`: how a message
+/// enters a room.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use smolchat::event::{encode_in, Event};
+/// use smolchat::memory::{Memory, FRAME_OVERHEAD};
+///
+/// let memory = Arc::new(Memory::new(1 << 20));
+/// let frame = encode_in(&Event::Gap { since: 3, first: None }, &memory);
+/// assert_eq!(memory.used(), frame.len() + FRAME_OVERHEAD);
+/// let shared = frame.clone();
+/// drop(frame);
+/// assert!(memory.used() > 0, "a clone still holds it");
+/// drop(shared);
+/// assert_eq!(memory.used(), 0);
+/// ```
+pub fn encode_in(event: &Event<'_>, memory: &Arc<Memory>) -> Frame {
+    Frame::charged(encode_bytes(event), memory)
+}
+
+fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     match event {
         Event::Message(m) => {
@@ -181,7 +272,7 @@ pub fn encode(event: &Event<'_>) -> Frame {
             data(&mut out, &Shutdown { retry: *retry_ms });
         }
     }
-    Arc::from(out)
+    out
 }
 
 /// The JSON of a `message` frame's `data:` line: the stored message,

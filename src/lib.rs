@@ -48,6 +48,7 @@ pub mod config;
 pub mod event;
 pub mod history;
 pub mod http;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod rate;

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub store_messages: AtomicU64,
     /// Database transactions that failed (their posts got 503).
     pub store_errors: AtomicU64,
+    /// Connection tasks that panicked (each cost one connection; should
+    /// stay 0).
+    pub panics: AtomicU64,
+    /// Connections refused with 429 over `--max-connections-per-ip`.
+    pub connections_refused_per_ip: AtomicU64,
     posts_refused: [AtomicU64; REFUSED_STATUSES.len()],
 }
 
@@ -51,10 +56,20 @@ impl Metrics {
             .map_or(0, |i| self.posts_refused[i].load(Relaxed))
     }
 
-    /// A copy of every number, plus the room and open-connection counts
-    /// (which live elsewhere).
-    pub fn snapshot(&self, rooms: usize, connections_open: usize) -> Snapshot {
+    /// A copy of every number, plus the room, open-connection and memory
+    /// figures (which live elsewhere).
+    pub fn snapshot(
+        &self,
+        rooms: usize,
+        connections_open: usize,
+        memory_bytes: usize,
+        memory_limit_bytes: usize,
+    ) -> Snapshot {
         Snapshot {
+            memory_bytes: memory_bytes as u64,
+            memory_limit_bytes: memory_limit_bytes as u64,
+            panics: self.panics.load(Relaxed),
+            connections_refused_per_ip: self.connections_refused_per_ip.load(Relaxed),
             connections_open: connections_open as u64,
             connections_total: self.connections_total.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
@@ -74,6 +89,14 @@ impl Metrics {
 /// Plain numbers to render.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Bytes of the memory budget in use.
+    pub memory_bytes: u64,
+    /// `--memory-limit`.
+    pub memory_limit_bytes: u64,
+    /// See [`Metrics::panics`].
+    pub panics: u64,
+    /// See [`Metrics::connections_refused_per_ip`].
+    pub connections_refused_per_ip: u64,
     /// Open connections.
     pub connections_open: u64,
     /// See [`Metrics::connections_total`].
@@ -179,6 +202,30 @@ pub fn render(s: &Snapshot) -> String {
         "Database transactions that failed; their posts got 503.",
         s.store_errors,
     );
+    one(
+        "smolchat_memory_bytes",
+        "gauge",
+        "Memory messages take now: history, queues, unsent stream output.",
+        s.memory_bytes,
+    );
+    one(
+        "smolchat_memory_limit_bytes",
+        "gauge",
+        "The memory budget for messages (--memory-limit).",
+        s.memory_limit_bytes,
+    );
+    one(
+        "smolchat_connections_refused_per_ip_total",
+        "counter",
+        "Connections refused with 429 over --max-connections-per-ip.",
+        s.connections_refused_per_ip,
+    );
+    one(
+        "smolchat_panics_total",
+        "counter",
+        "Connection tasks that panicked (each dropped one connection).",
+        s.panics,
+    );
     out.push_str("# HELP smolchat_posts_refused_total Posts refused, by status.\n");
     out.push_str("# TYPE smolchat_posts_refused_total counter\n");
     for (status, n) in s.posts_refused {
@@ -200,7 +247,8 @@ mod tests {
         m.post_refused(429);
         m.post_refused(429);
         m.subscribers_evicted.fetch_add(1, Relaxed);
-        let text = render(&m.snapshot(3, 1));
+        let text = render(&m.snapshot(3, 1, 100, 200));
+        assert!(text.contains("smolchat_memory_limit_bytes 200\n"));
         assert!(text.contains("smolchat_posts_refused_total{status=\"429\"} 2\n"));
         assert!(text.contains("smolchat_subscribers_evicted_total 1\n"));
         for line in text.lines() {

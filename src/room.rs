@@ -42,8 +42,9 @@ use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use event_listener::Event as Notify;
 use futures_lite::FutureExt;
 
-use crate::event::{encode, Event, Frame};
-use crate::history::{Entry, MemoryHistory, Store};
+use crate::event::{encode, encode_in, Event, Frame};
+use crate::history::{Entry, MemoryHistory, Query, Store};
+use crate::memory::Memory;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
 
 /// One chat room.
@@ -59,6 +60,11 @@ pub struct Room {
     presence_seq: AtomicU64,
     /// Rung after every presence change.
     presence_changed: Notify,
+    /// The budget message frames are charged to.
+    memory: Arc<Memory>,
+    /// When the room was last used, in the owner's ticks (least recently
+    /// used rooms lose their messages from memory first).
+    last_used: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -92,7 +98,7 @@ impl Presence {
             seq: 0,
             online: 0,
             users: Vec::new(),
-            step: Frame::from(&[][..]),
+            step: Frame::new(Vec::new()),
         }
     }
 
@@ -143,7 +149,7 @@ fn transition(old: &[UserName], online: usize, new: &[UserName]) -> Frame {
         }
     }
     out.extend_from_slice(&encode(&Event::Presence { online, users: new }));
-    Frame::from(out)
+    Frame::new(out)
 }
 
 /// What a new message carries before it gets an id and a time.
@@ -195,10 +201,36 @@ pub struct RoomInfo {
     pub last_id: u64,
 }
 
+/// What a new stream sends before live events.
+#[derive(Debug)]
+pub struct Opening {
+    /// The `hello` event: the room and who is on it.
+    pub hello: Frame,
+    /// The messages to replay, and where they are.
+    pub replay: Replay,
+}
+
+/// The replay of a new stream.
+#[derive(Debug)]
+pub enum Replay {
+    /// In memory: a `gap` if one is due, then the messages, oldest first.
+    Here(Vec<Frame>),
+    /// Older than memory holds: `query` the store, then work out the gap
+    /// with [`crate::history::store_gap`] from `since` and `next_id`.
+    Store {
+        /// The last id the client has seen.
+        since: Option<u64>,
+        /// The room's next id when the stream opened.
+        next_id: u64,
+        /// What to read.
+        query: Query,
+    },
+}
+
 impl Room {
     /// A new, empty room with a queue of `buffer` messages and `history`
-    /// kept messages.
-    pub fn new(name: RoomName, buffer: usize, history: usize) -> Self {
+    /// kept messages, whose messages count against `memory`.
+    pub fn new(name: RoomName, buffer: usize, history: usize, memory: Arc<Memory>) -> Self {
         let (mut tx, rx) = async_broadcast::broadcast(buffer.max(1));
         tx.set_overflow(false);
         // With await_active (the default) and no subscribers, `broadcast`
@@ -219,31 +251,72 @@ impl Room {
             space: Notify::new(),
             presence_seq: AtomicU64::new(0),
             presence_changed: Notify::new(),
+            memory,
+            last_used: AtomicU64::new(0),
         }
     }
 
-    /// A room restored from the database: ids continue after `last_id`,
-    /// and `messages` (consecutive ids ending at `last_id`) fill history.
+    /// A room loaded from the database: ids continue after `last_id`, and
+    /// `recent` (consecutive ids ending at `last_id`) fill the memory
+    /// window. `complete` says whether they are all the store holds.
     pub fn restore(
         name: RoomName,
         buffer: usize,
         history: usize,
+        memory: Arc<Memory>,
         last_id: u64,
-        messages: Vec<Message>,
+        recent: Vec<Message>,
+        complete: bool,
     ) -> Self {
-        let room = Room::new(name, buffer, history);
+        let room = Room::new(name, buffer, history, memory);
         {
             let mut st = room.lock();
             st.next_id = last_id + 1;
-            for msg in messages {
-                let frame = encode(&Event::Message(&msg));
+            if !complete {
+                st.history.set_incomplete();
+            }
+            for msg in recent {
+                let frame = encode_in(&Event::Message(&msg), &room.memory);
                 st.history.push(Entry {
-                    msg: Arc::new(msg),
+                    id: msg.id,
+                    time: msg.time,
                     frame,
                 });
             }
         }
         room
+    }
+
+    /// Records a use of the room at `tick` (any increasing number).
+    pub fn touch(&self, tick: u64) {
+        self.last_used.store(tick, Ordering::Relaxed);
+    }
+
+    /// The tick of the room's last use.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// When the oldest message in memory was posted.
+    pub fn oldest_time(&self) -> Option<Timestamp> {
+        self.lock().history.oldest_time()
+    }
+
+    /// Drops up to `n` of the oldest messages from memory; returns how many
+    /// went. `store` says whether the database still has them.
+    pub fn evict_oldest(&self, n: usize, store: bool) -> usize {
+        self.lock().history.evict_oldest(n, store)
+    }
+
+    /// Messages held in memory.
+    pub fn held(&self) -> usize {
+        self.lock().history.len()
+    }
+
+    /// Whether nothing uses the room: no stream, no post in flight.
+    /// `holders` is how many references the caller itself has.
+    pub fn is_idle(self: &Arc<Self>, holders: usize) -> bool {
+        Arc::strong_count(self) <= holders
     }
 
     /// The room name.
@@ -356,7 +429,7 @@ impl Room {
     /// of the `201`: one JSON encoding per message, not two.
     fn deliver(&self, st: &mut State, msg: Message) -> Entry {
         debug_assert_eq!(msg.id, st.next_id);
-        let frame = encode(&Event::Message(&msg));
+        let frame = encode_in(&Event::Message(&msg), &self.memory);
         match self.tx.try_broadcast(frame.clone()) {
             Ok(_) | Err(TrySendError::Inactive(_)) => {}
             // Cannot happen: a slot was free or reserved under this lock, and
@@ -369,7 +442,8 @@ impl Room {
         }
         st.next_id = msg.id + 1;
         let entry = Entry {
-            msg: Arc::new(msg),
+            id: msg.id,
+            time: msg.time,
             frame,
         };
         st.history.push(entry.clone());
@@ -429,17 +503,20 @@ impl Room {
         self.lock().presence.clone()
     }
 
-    /// Opens a stream on the room: returns the subscription and the frames
-    /// to send first (`hello`, maybe `gap`, then the replay).
+    /// Opens a stream on the room: returns the subscription and what to
+    /// send first (`hello`, then the replay, which may start with a `gap`).
     ///
     /// `since` is the last id the client has seen (`Last-Event-ID` or
-    /// `?since=`); without it the last `replay` messages are replayed.
+    /// `?since=`); without it the last `replay` messages are replayed. The
+    /// receiver and the replay are taken under one lock, so every message
+    /// is in exactly one of them; a replay that reaches past memory is a
+    /// store read up to the newest id at that moment.
     pub fn subscribe(
         self: &Arc<Self>,
         since: Option<u64>,
         replay: usize,
         user: Option<UserName>,
-    ) -> (Subscription, Vec<Frame>) {
+    ) -> (Subscription, Opening) {
         let mut st = self.lock();
         st.online += 1;
         if let Some(u) = &user {
@@ -448,25 +525,49 @@ impl Room {
         self.presence_changed(&mut st);
         let rx = self.tx.new_receiver();
         let seen = st.presence.clone();
-        let mut frames = vec![encode(&Event::Hello {
+        let hello = encode(&Event::Hello {
             room: self.name.as_str(),
             online: seen.online,
             users: &seen.users,
-        })];
-        let start = match since {
-            None => st.history.len().saturating_sub(replay),
-            Some(since) => {
-                let r = st.history.resume(since, st.next_id, replay);
-                if r.gap {
-                    frames.push(encode(&Event::Gap {
-                        since,
-                        first: st.history.first_id(),
-                    }));
+        });
+        let (next_id, upto) = (st.next_id, st.next_id - 1);
+        let ahead = since.is_some_and(|s| s >= next_id);
+        let here = match since {
+            Some(s) if !ahead => st.history.covers_after(s, next_id),
+            _ => st.history.covers_newest(replay),
+        };
+        let replay = if here {
+            let mut frames = Vec::new();
+            let start = match since {
+                None => st.history.len().saturating_sub(replay),
+                Some(since) => {
+                    let r = st.history.resume(since, next_id, replay);
+                    if r.gap {
+                        frames.push(encode(&Event::Gap {
+                            since,
+                            first: st.history.first_id(),
+                        }));
+                    }
+                    r.start
                 }
-                r.start
+            };
+            frames.extend(st.history.from_index(start).map(|e| e.frame.clone()));
+            Replay::Here(frames)
+        } else {
+            let query = match since {
+                Some(after) if !ahead => Query::After {
+                    after,
+                    upto,
+                    limit: usize::MAX,
+                },
+                _ => Query::Newest { upto, n: replay },
+            };
+            Replay::Store {
+                since,
+                next_id,
+                query,
             }
         };
-        frames.extend(st.history.from_index(start).map(|e| e.frame.clone()));
         drop(st);
         self.presence_changed.notify(usize::MAX);
         (
@@ -476,13 +577,23 @@ impl Room {
                 user,
                 seen,
             },
-            frames,
+            Opening { hello, replay },
         )
     }
 
-    /// Up to `limit` messages after `since`, or the newest `limit`.
-    pub fn page(&self, since: Option<u64>, limit: usize) -> Vec<Arc<Message>> {
-        self.lock().history.page(since, limit)
+    /// Up to `limit` messages after `since`, or the newest `limit`, as
+    /// their frames; or, when memory does not hold them, the store query
+    /// that finds them.
+    pub fn page(&self, since: Option<u64>, limit: usize) -> Result<Vec<Frame>, Query> {
+        let st = self.lock();
+        let upto = st.next_id - 1;
+        match since {
+            Some(after) if !st.history.covers_after(after, st.next_id) => {
+                Err(Query::After { after, upto, limit })
+            }
+            None if !st.history.covers_newest(limit) => Err(Query::Newest { upto, n: limit }),
+            _ => Ok(st.history.page(since, limit)),
+        }
     }
 
     /// Online count and newest id.
@@ -585,6 +696,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn room(buffer: usize, history: usize) -> Room {
+        Room::new(
+            RoomName::lobby(),
+            buffer,
+            history,
+            Arc::new(Memory::new(usize::MAX)),
+        )
+    }
+
     fn new_message(text: &str) -> NewMessage {
         NewMessage {
             user: UserName::anonymous(),
@@ -597,11 +717,7 @@ mod tests {
         Instant::now() + Duration::from_millis(50)
     }
 
-    fn publish(
-        room: &Arc<Room>,
-        new: NewMessage,
-        deadline: Instant,
-    ) -> Result<Arc<Message>, PublishError> {
+    fn publish(room: &Arc<Room>, new: NewMessage, deadline: Instant) -> Result<u64, PublishError> {
         smol::block_on(room.publish(
             new,
             Timestamp(0),
@@ -609,7 +725,7 @@ mod tests {
             &Store::Memory,
             std::future::pending(),
         ))
-        .map(|e| e.msg)
+        .map(|e| e.id)
     }
 
     fn text(frame: &Frame) -> String {
@@ -618,17 +734,17 @@ mod tests {
 
     #[test]
     fn a_post_to_an_empty_room_does_not_wait() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
+        let room = Arc::new(room(2, 10));
         for i in 1..=5 {
             let m = publish(&room, new_message("x"), soon()).unwrap();
-            assert_eq!(m.id, i);
+            assert_eq!(m, i);
         }
         assert_eq!(room.info().last_id, 5);
     }
 
     #[test]
     fn a_full_queue_times_out_without_using_an_id() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
+        let room = Arc::new(room(2, 10));
         let (sub, _) = room.subscribe(None, 0, None);
         for _ in 0..2 {
             publish(&room, new_message("x"), soon()).unwrap();
@@ -640,12 +756,12 @@ mod tests {
         assert_eq!(room.info().last_id, 2);
         drop(sub);
         let m = publish(&room, new_message("after"), soon()).unwrap();
-        assert_eq!(m.id, 3);
+        assert_eq!(m, 3);
     }
 
     #[test]
     fn a_waiting_post_goes_through_when_the_subscriber_catches_up() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 1, 10));
+        let room = Arc::new(room(1, 10));
         let (mut sub, _) = room.subscribe(None, 0, None);
         publish(&room, new_message("1"), soon()).unwrap();
         let r2 = room.clone();
@@ -659,19 +775,25 @@ mod tests {
         let first = smol::block_on(sub.receiver().recv()).unwrap();
         assert!(text(&first).contains("\"text\":\"1\""));
         sub.taken();
-        assert_eq!(waiter.join().unwrap().unwrap().id, 2);
+        assert_eq!(waiter.join().unwrap().unwrap(), 2);
         let second = smol::block_on(sub.receiver().recv()).unwrap();
         assert!(text(&second).contains("\"text\":\"2\""));
     }
 
     #[test]
     fn subscribe_splits_history_and_live_without_gap_or_duplicate() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 8, 10));
+        let room = Arc::new(room(8, 10));
         for i in 0..4 {
             publish(&room, new_message(&i.to_string()), soon()).unwrap();
         }
-        let (mut sub, frames) = room.subscribe(Some(2), 50, None);
-        let replayed: Vec<String> = frames.iter().map(text).collect();
+        let (mut sub, opening) = room.subscribe(Some(2), 50, None);
+        let Replay::Here(frames) = opening.replay else {
+            panic!("all in memory")
+        };
+        let replayed: Vec<String> = std::iter::once(&opening.hello)
+            .chain(&frames)
+            .map(text)
+            .collect();
         assert!(replayed[0].starts_with("event: hello"));
         assert!(replayed[1].contains("id: 3\n") && replayed[2].contains("id: 4\n"));
         assert_eq!(replayed.len(), 3);
@@ -682,12 +804,12 @@ mod tests {
 
     #[test]
     fn presence_counts_streams_and_tells_each_stream_what_changed() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 8, 10));
+        let room = Arc::new(room(8, 10));
         let (mut watcher, _) = room.subscribe(None, 0, None);
         assert!(watcher.presence_update().is_none(), "nothing changed yet");
         let ana = UserName::parse("ana").unwrap();
         let (a1, hello) = room.subscribe(None, 0, Some(ana.clone()));
-        assert!(text(&hello[0]).contains("\"online\":2,\"users\":[\"ana\"]"));
+        assert!(text(&hello.hello).contains("\"online\":2,\"users\":[\"ana\"]"));
         let (a2, _) = room.subscribe(None, 0, Some(ana));
         assert_eq!(room.info().online, 3);
         // Two changes since the watcher last sent: coalesced into one step.
@@ -717,7 +839,7 @@ mod tests {
 
     #[test]
     fn presence_changes_while_the_queue_is_full_still_reach_every_stream() {
-        let room = Arc::new(Room::new(RoomName::lobby(), 2, 10));
+        let room = Arc::new(room(2, 10));
         let (mut reader, _) = room.subscribe(None, 0, None);
         for _ in 0..2 {
             publish(&room, new_message("x"), soon()).unwrap();

@@ -127,11 +127,13 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
                 let app = app.clone();
                 ex.spawn(async move {
                     let _guard = guard;
+                    let metrics = app.metrics.clone();
                     if AssertUnwindSafe(conn::serve(app, stream, peer))
                         .catch_unwind()
                         .await
                         .is_err()
                     {
+                        metrics.panics.fetch_add(1, Ordering::Relaxed);
                         log::error!("a connection task panicked; the connection was dropped");
                     }
                 })

@@ -209,7 +209,11 @@ fn rate_limit_answers_429_with_retry_after() {
 fn health_metrics_and_page() {
     let s = Server::start(&[]);
     let r = s.get("/healthz");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(r.status, 200);
+    let h = r.json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["memory_limit_bytes"], 64 << 20);
+    assert!(h["memory_bytes"].as_u64().unwrap() < 1 << 20, "{h}");
     s.say("lobby", "a", "x");
     let m = s.get("/metrics");
     assert!(m
@@ -223,6 +227,9 @@ fn health_metrics_and_page() {
         "smolchat_messages_published_total",
         "smolchat_subscribers_evicted_total",
         "smolchat_posts_refused_total{status=\"429\"}",
+        "smolchat_memory_bytes",
+        "smolchat_memory_limit_bytes",
+        "smolchat_panics_total",
     ] {
         assert!(m.text().contains(&format!("\n{name} ")), "{name} missing");
     }

@@ -1,20 +1,24 @@
-//! Room history: the messages a room keeps, newest last, with their encoded
-//! SSE frames so a replay costs no encoding.
+//! Room history: the messages a room keeps, newest last, each as its
+//! encoded SSE frame (the only copy), so a replay costs no encoding.
 //!
-//! Ids in a room are consecutive, so the ring is indexed by `id - first_id`
-//! and every lookup is O(1). This in-memory window is what replays and
-//! `GET /rooms/{room}/messages` read; a durable store (`--db`) would sit
-//! behind it and refill it at start.
+//! Ids in a room are consecutive, so the in-memory window is indexed by
+//! `id - first_id` and every lookup is O(1). The window holds the newest
+//! messages, as many as `--history` and the memory budget allow. Without a
+//! database it is all the history there is; with one (`--db`, SQLite) the
+//! file holds `--history` messages per room, and reads that reach past the
+//! window become a [`Query`] for the [`Reader`] thread. The [`Writer`]
+//! thread commits every post before it enters the window.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use crate::event::Frame;
-use crate::message::{Message, Timestamp};
+use crate::message::Timestamp;
 
+pub mod reader;
 pub mod sqlite;
 pub mod writer;
 
+pub use reader::Reader;
 pub use writer::Writer;
 
 /// Where history lives beyond the in-memory window.
@@ -26,11 +30,15 @@ pub enum Store {
     Sqlite(Writer),
 }
 
-/// A stored message and its SSE encoding.
+/// A stored message: its `event: message` frame, the only copy of it the
+/// server holds (the JSON in its `data:` line is the message; see
+/// [`crate::event::message_json`]), with the two fields history needs.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// The message.
-    pub msg: Arc<Message>,
+    /// The message id.
+    pub id: u64,
+    /// When it was posted (for `--max-age`).
+    pub time: Timestamp,
     /// `event: message` bytes for it.
     pub frame: Frame,
 }
@@ -44,11 +52,78 @@ pub struct Resume {
     pub start: usize,
 }
 
-/// The last `cap` messages of one room.
+/// A read that memory cannot answer, for the store (`--db`) to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// Messages with ids from `after + 1` to `upto`, oldest first, at most
+    /// `limit` of them.
+    After {
+        /// The last id the reader has.
+        after: u64,
+        /// The newest id to include.
+        upto: u64,
+        /// Most messages to return.
+        limit: usize,
+    },
+    /// The newest `n` messages with ids up to `upto`, oldest first.
+    Newest {
+        /// The newest id to include.
+        upto: u64,
+        /// How many.
+        n: usize,
+    },
+}
+
+/// The `gap` a stream resuming after `since` gets, given what a store read
+/// found: `first_read`, the first id it returned, and `first_held`, the
+/// oldest id the store holds for the room. The same rule as
+/// [`MemoryHistory::resume`], for reads that went to the store.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::history::store_gap;
+///
+/// // Resuming after 10 in a room whose next id is 21, history from 5: no gap.
+/// assert_eq!(store_gap(Some(10), 21, Some(11), Some(5)), None);
+/// // History now starts at 15: messages 11..=14 are gone.
+/// assert_eq!(store_gap(Some(10), 21, Some(15), Some(15)), Some(Some(15)));
+/// // A client ahead of the room (a restart without a database).
+/// assert_eq!(store_gap(Some(30), 21, Some(19), Some(5)), Some(Some(5)));
+/// ```
+///
+/// Returns `None` for no gap, or `Some(first)` for a gap whose `first` is
+/// the oldest id held (if any).
+pub fn store_gap(
+    since: Option<u64>,
+    next_id: u64,
+    first_read: Option<u64>,
+    first_held: Option<u64>,
+) -> Option<Option<u64>> {
+    let since = since?;
+    let gap = if since >= next_id {
+        since > 0
+    } else {
+        match first_read {
+            Some(first) => first > since + 1,
+            None => since + 1 < next_id,
+        }
+    };
+    gap.then_some(first_held)
+}
+
+/// The newest messages of one room: at most `cap` (`--history`), fewer
+/// when the memory budget evicted the oldest.
 #[derive(Debug)]
 pub struct MemoryHistory {
     cap: usize,
     entries: VecDeque<Entry>,
+    /// Whether this window holds every message the room still has. True
+    /// without a store (memory is all there is) and for a room whose
+    /// messages all arrived while it was in memory; false once older
+    /// messages were left in (or evicted to) the store: reads that reach
+    /// past the window then go to the store.
+    complete: bool,
 }
 
 impl MemoryHistory {
@@ -57,12 +132,49 @@ impl MemoryHistory {
         MemoryHistory {
             cap: cap.max(1),
             entries: VecDeque::new(),
+            complete: true,
         }
+    }
+
+    /// Marks older messages as held by the store only.
+    pub fn set_incomplete(&mut self) {
+        self.complete = false;
+    }
+
+    /// Drops up to `n` of the oldest messages (the memory budget); returns
+    /// how many went. With a store they are still there, so the window
+    /// becomes incomplete; without one they are gone, and a resume past
+    /// them gets a gap.
+    pub fn evict_oldest(&mut self, n: usize, store: bool) -> usize {
+        let n = n.min(self.entries.len());
+        self.entries.drain(..n);
+        if n > 0 && store {
+            self.complete = false;
+        }
+        n
+    }
+
+    /// When the oldest message held was posted.
+    pub fn oldest_time(&self) -> Option<Timestamp> {
+        self.entries.front().map(|e| e.time)
+    }
+
+    /// Whether every message after `since` (up to `next_id - 1`) is here,
+    /// or known to be gone.
+    pub fn covers_after(&self, since: u64, next_id: u64) -> bool {
+        self.complete
+            || since + 1 >= next_id
+            || self.first_id().is_some_and(|first| first <= since + 1)
+    }
+
+    /// Whether the newest `n` messages are here (or all there are).
+    pub fn covers_newest(&self, n: usize) -> bool {
+        self.complete || self.entries.len() >= n
     }
 
     /// Appends the next message; its id must follow the last one.
     pub fn push(&mut self, entry: Entry) {
-        debug_assert!(self.last_id().is_none_or(|last| entry.msg.id == last + 1));
+        debug_assert!(self.last_id().is_none_or(|last| entry.id == last + 1));
         if self.entries.len() == self.cap {
             self.entries.pop_front();
         }
@@ -71,7 +183,7 @@ impl MemoryHistory {
 
     /// Drops messages older than `cutoff` from the front.
     pub fn prune_older_than(&mut self, cutoff: Timestamp) {
-        while self.entries.front().is_some_and(|e| e.msg.time < cutoff) {
+        while self.entries.front().is_some_and(|e| e.time < cutoff) {
             self.entries.pop_front();
         }
     }
@@ -88,12 +200,12 @@ impl MemoryHistory {
 
     /// Id of the oldest message held.
     pub fn first_id(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.msg.id)
+        self.entries.front().map(|e| e.id)
     }
 
     /// Id of the newest message held.
     pub fn last_id(&self) -> Option<u64> {
-        self.entries.back().map(|e| e.msg.id)
+        self.entries.back().map(|e| e.id)
     }
 
     /// Where replay starts for a client that has seen everything up to
@@ -148,8 +260,8 @@ impl MemoryHistory {
     }
 
     /// Up to `limit` messages with ids after `since` (oldest first), or the
-    /// newest `limit` when `since` is `None`.
-    pub fn page(&self, since: Option<u64>, limit: usize) -> Vec<Arc<Message>> {
+    /// newest `limit` when `since` is `None`, as their frames.
+    pub fn page(&self, since: Option<u64>, limit: usize) -> Vec<Frame> {
         let start = match (since, self.first_id()) {
             (None, _) => self.entries.len().saturating_sub(limit),
             (Some(s), Some(first)) if s >= first => {
@@ -159,7 +271,7 @@ impl MemoryHistory {
         };
         self.from_index(start)
             .take(limit)
-            .map(|e| e.msg.clone())
+            .map(|e| e.frame.clone())
             .collect()
     }
 }
@@ -168,27 +280,37 @@ impl MemoryHistory {
 mod tests {
     use super::*;
     use crate::event::{encode, Event};
-    use crate::message::{RoomName, Timestamp, UserName};
+    use crate::message::{Message, RoomName, Timestamp, UserName};
 
     fn filled(cap: usize, ids: std::ops::RangeInclusive<u64>) -> MemoryHistory {
         let mut h = MemoryHistory::new(cap);
         for id in ids {
-            let msg = Arc::new(Message {
+            let msg = Message {
                 id,
                 room: RoomName::lobby(),
                 user: UserName::anonymous(),
                 text: format!("m{id}"),
                 time: Timestamp(0),
                 spans: None,
-            });
+            };
             let frame = encode(&Event::Message(&msg));
-            h.push(Entry { msg, frame });
+            h.push(Entry {
+                id,
+                time: msg.time,
+                frame,
+            });
         }
         h
     }
 
+    fn frame_id(f: &Frame) -> u64 {
+        let json: serde_json::Value =
+            serde_json::from_slice(crate::event::message_json(f)).unwrap();
+        json["id"].as_u64().unwrap()
+    }
+
     fn ids(h: &MemoryHistory, r: Resume) -> Vec<u64> {
-        h.from_index(r.start).map(|e| e.msg.id).collect()
+        h.from_index(r.start).map(|e| e.id).collect()
     }
 
     #[test]
@@ -247,7 +369,7 @@ mod tests {
         let page = |since, limit| {
             h.page(since, limit)
                 .iter()
-                .map(|m| m.id)
+                .map(frame_id)
                 .collect::<Vec<_>>()
         };
         assert_eq!(page(None, 3), [6, 7, 8]);

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use super::Query;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
@@ -87,7 +88,7 @@ pub struct Retention {
     pub cutoff: Option<Timestamp>,
 }
 
-/// One room as found in the file at start.
+/// One room as read from the file when it is first used.
 #[derive(Debug)]
 pub struct LoadedRoom {
     /// The room.
@@ -97,6 +98,8 @@ pub struct LoadedRoom {
     /// Its newest messages, oldest first, with consecutive ids ending at
     /// `last_id` (or empty).
     pub messages: Vec<Message>,
+    /// Whether `messages` is every message the file holds for the room.
+    pub complete: bool,
 }
 
 /// An open history file.
@@ -199,65 +202,6 @@ impl Db {
         tx.commit().map_err(ctx)
     }
 
-    /// Every room with its last id and newest `keep` messages.
-    pub fn load(&self, keep: usize) -> Result<Vec<LoadedRoom>, StoreError> {
-        let mut rooms = Vec::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, last_id FROM rooms ORDER BY name")
-            .map_err(|e| self.err(e))?;
-        let names: Vec<(String, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))?;
-        let mut msgs = self
-            .conn
-            .prepare("SELECT id, user, text, spans, time FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2")
-            .map_err(|e| self.err(e))?;
-        for (name, last_id) in names {
-            let Ok(room) = RoomName::parse(&name) else {
-                log::warn!(
-                    "database {}: skipping room with invalid name {name:?}",
-                    self.path.display()
-                );
-                continue;
-            };
-            let last_id = u64::try_from(last_id).unwrap_or(0);
-            let rows: Vec<(i64, String, String, Option<String>, i64)> = msgs
-                .query_map(params![name, keep as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(|e| self.err(e))?;
-            // Newest first; keep the run of consecutive ids ending at last_id,
-            // so the in-memory window can index by id.
-            let mut messages = Vec::new();
-            let mut expect = last_id;
-            for (id, user, text, spans, time) in rows {
-                if u64::try_from(id).ok() != Some(expect) || expect == 0 {
-                    break;
-                }
-                let spans: Option<Vec<Span>> = spans.and_then(|s| serde_json::from_str(&s).ok());
-                messages.push(Message {
-                    id: expect,
-                    room: room.clone(),
-                    user: UserName::parse(&user).unwrap_or_else(|_| UserName::anonymous()),
-                    text,
-                    time: Timestamp(time),
-                    spans,
-                });
-                expect -= 1;
-            }
-            messages.reverse();
-            rooms.push(LoadedRoom {
-                name: room,
-                last_id,
-                messages,
-            });
-        }
-        Ok(rooms)
-    }
-
     /// Writes `messages` (consecutive per room, in id order) and the rooms'
     /// last ids, and applies retention to the rooms touched, in one
     /// transaction. Nothing is written if any step fails.
@@ -338,6 +282,171 @@ impl Db {
     }
 }
 
+/// A read-only connection to the file: the reader thread's. WAL lets it
+/// read while the writer thread commits; each query sees the file as of
+/// its start, so every message it returns was committed.
+#[derive(Debug)]
+pub struct ReadOnly {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Columns of a message row, in the order the queries below select them.
+type Row = (i64, String, String, Option<String>, i64);
+
+impl ReadOnly {
+    /// Opens `path` for reading; it must exist (the writer creates it).
+    pub fn open(path: &Path) -> Result<ReadOnly, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError(format!("database {}: {}", path.display(), explain(&e))))?;
+        conn.busy_timeout(std::time::Duration::from_secs(1))
+            .map_err(|e| StoreError(format!("database {}: {}", path.display(), explain(&e))))?;
+        Ok(ReadOnly {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError(format!("database {}: {}", self.path.display(), explain(&e)))
+    }
+
+    /// Every room in the file with its last id, by name.
+    pub fn rooms(&self) -> Result<Vec<(RoomName, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, last_id FROM rooms ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, last)| {
+                let room = RoomName::parse(&name).ok()?;
+                Some((room, u64::try_from(last).unwrap_or(0)))
+            })
+            .collect())
+    }
+
+    /// A room's last id and newest `n` messages, or `None` if the file has
+    /// never seen it.
+    pub fn room(&self, name: &RoomName, n: usize) -> Result<Option<LoadedRoom>, StoreError> {
+        let last_id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT last_id FROM rooms WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![name.as_str()], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+            })
+            .map_err(|e| self.err(e))?;
+        let Some(last_id) = last_id else {
+            return Ok(None);
+        };
+        let last_id = u64::try_from(last_id).unwrap_or(0);
+        // One more than asked: whether there is more tells `complete`.
+        let rows = self.rows(
+            "SELECT id, user, text, spans, time FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+            params![name.as_str(), clamp(n.saturating_add(1))],
+        )?;
+        let total = rows.len();
+        // Newest first; keep the run of consecutive ids ending at last_id,
+        // so the in-memory window can index by id.
+        let mut messages = Vec::new();
+        let mut expect = last_id;
+        for row in rows.into_iter().take(n) {
+            if u64::try_from(row.0).ok() != Some(expect) || expect == 0 {
+                break;
+            }
+            messages.push(message(name, row));
+            expect -= 1;
+        }
+        messages.reverse();
+        let complete = total <= n && messages.len() == total;
+        Ok(Some(LoadedRoom {
+            name: name.clone(),
+            last_id,
+            messages,
+            complete,
+        }))
+    }
+
+    /// The messages `query` asks for, oldest first, and the oldest id the
+    /// file holds for the room (for the `gap` rule).
+    pub fn read(
+        &self,
+        name: &RoomName,
+        query: &Query,
+    ) -> Result<(Vec<Message>, Option<u64>), StoreError> {
+        let rows = match *query {
+            Query::After { after, upto, limit } => self.rows(
+                "SELECT id, user, text, spans, time FROM messages
+                 WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4",
+                params![
+                    name.as_str(),
+                    clamp_u64(after),
+                    clamp_u64(upto),
+                    clamp(limit)
+                ],
+            )?,
+            Query::Newest { upto, n } => {
+                let mut rows = self.rows(
+                    "SELECT id, user, text, spans, time FROM messages
+                     WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3",
+                    params![name.as_str(), clamp_u64(upto), clamp(n)],
+                )?;
+                rows.reverse();
+                rows
+            }
+        };
+        let first: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT min(id) FROM messages WHERE room = ?1")
+            .and_then(|mut s| s.query_row(params![name.as_str()], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        let messages = rows.into_iter().map(|row| message(name, row)).collect();
+        Ok((messages, first.and_then(|f| u64::try_from(f).ok())))
+    }
+
+    fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.query_map(params, |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+}
+
+/// A stored row as a message of `room`. Names and spans were valid when
+/// written; a file edited by hand gets `anonymous` and no spans rather than
+/// an error.
+fn message(room: &RoomName, (id, user, text, spans, time): Row) -> Message {
+    Message {
+        id: u64::try_from(id).unwrap_or(0),
+        room: room.clone(),
+        user: UserName::parse(&user).unwrap_or_else(|_| UserName::anonymous()),
+        text,
+        time: Timestamp(time),
+        spans: spans.and_then(|s| serde_json::from_str::<Vec<Span>>(&s).ok()),
+    }
+}
+
+/// A count as an SQLite integer (`LIMIT`): huge means no limit.
+fn clamp(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn clamp_u64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// SQLite's message, with a hint where the usual cause is known.
 fn explain(e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::*;
@@ -388,6 +497,16 @@ mod tests {
         }
     }
 
+    /// Every room in the file with up to `n` of its newest messages.
+    fn load(path: &Path, n: usize) -> Vec<LoadedRoom> {
+        let r = ReadOnly::open(path).unwrap();
+        r.rooms()
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| r.room(&name, n).unwrap().unwrap())
+            .collect()
+    }
+
     const KEEP_ALL: Retention = Retention {
         keep: 1000,
         cutoff: None,
@@ -406,8 +525,8 @@ mod tests {
             db.write(&batch.iter().collect::<Vec<_>>(), KEEP_ALL)
                 .unwrap();
         }
-        let db = Db::open(&path, SyncMode::Normal).unwrap();
-        let rooms = db.load(2).unwrap();
+        let _db = Db::open(&path, SyncMode::Normal).unwrap();
+        let rooms = load(&path, 2);
         assert_eq!(rooms.len(), 2);
         assert_eq!((rooms[0].name.as_str(), rooms[0].last_id), ("a", 3));
         assert_eq!(
@@ -419,7 +538,46 @@ mod tests {
             msg("a", 2, 10),
             "spans and all fields round-trip"
         );
+        assert!(!rooms[0].complete, "a has a third message");
         assert_eq!(rooms[1].messages, [msg("b", 1, 10)]);
+        assert!(rooms[1].complete);
+    }
+
+    #[test]
+    fn reads_go_forward_from_an_id_or_back_from_the_newest() {
+        let dir = TempDir::new("read");
+        let path = dir.0.join("chat.db");
+        let mut db = Db::open(&path, SyncMode::Full).unwrap();
+        let batch: Vec<Message> = (1..=9).map(|i| msg("a", i, 10)).collect();
+        db.write(
+            &batch.iter().collect::<Vec<_>>(),
+            Retention {
+                keep: 6,
+                cutoff: None,
+            },
+        )
+        .unwrap();
+        let r = ReadOnly::open(&path).unwrap();
+        let a = RoomName::parse("a").unwrap();
+        let ids = |q: Query| {
+            let (m, first) = r.read(&a, &q).unwrap();
+            (m.iter().map(|m| m.id).collect::<Vec<_>>(), first)
+        };
+        let after = |after, upto, limit| Query::After { after, upto, limit };
+        assert_eq!(ids(after(5, 9, 10)), (vec![6, 7, 8, 9], Some(4)));
+        assert_eq!(ids(after(0, 9, 2)), (vec![4, 5], Some(4)));
+        assert_eq!(ids(after(5, 7, usize::MAX)), (vec![6, 7], Some(4)));
+        assert_eq!(
+            ids(Query::Newest { upto: 8, n: 3 }),
+            (vec![6, 7, 8], Some(4))
+        );
+        assert_eq!(
+            ids(Query::Newest { upto: 9, n: 100 }),
+            ((4..=9).collect(), Some(4))
+        );
+        let none = RoomName::parse("none").unwrap();
+        assert_eq!(r.read(&none, &after(0, 9, 10)).unwrap(), (vec![], None));
+        assert!(r.room(&none, 5).unwrap().is_none());
     }
 
     #[test]
@@ -436,7 +594,7 @@ mod tests {
             )
             .unwrap();
         }
-        let rooms = db.load(100).unwrap();
+        let rooms = load(&db.path, 100);
         assert_eq!(
             rooms[0].messages.iter().map(|m| m.id).collect::<Vec<_>>(),
             [8, 9, 10]
@@ -450,7 +608,7 @@ mod tests {
             },
         )
         .unwrap();
-        let rooms = db.load(100).unwrap();
+        let rooms = load(&db.path, 100);
         assert_eq!((rooms[0].last_id, rooms[0].messages.len()), (11, 0));
     }
 
@@ -464,7 +622,7 @@ mod tests {
             .write(&[&msg("a", 2, 0), &msg("a", 1, 0)], KEEP_ALL)
             .unwrap_err();
         assert!(err.0.contains("UNIQUE"), "{err}");
-        let rooms = db.load(10).unwrap();
+        let rooms = load(&db.path, 10);
         assert_eq!((rooms[0].last_id, rooms[0].messages.len()), (1, 1));
     }
 

@@ -23,9 +23,11 @@ use http_types::{Method, Request, Response};
 
 use crate::app::App;
 use crate::event::{self, Frame};
+use crate::history::reader::Found;
+use crate::history::{store_gap, Query};
 use crate::message::{RoomName, Timestamp, UserName};
 use crate::rate::retry_after_secs;
-use crate::room::{NewMessage, PublishError, Subscription};
+use crate::room::{NewMessage, PublishError, Replay, Subscription};
 use crate::transform::Draft;
 use reply::{json, ApiError};
 
@@ -110,11 +112,13 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
             (Method::Get | Method::Head, Resource::Page(name)) => {
                 Ok(Reply::Response(page::serve(name, &req)))
             }
-            (Method::Get, Resource::Events(room)) => stream(app, &req, &room),
+            (Method::Get, Resource::Events(room)) => stream(app, &req, &room).await,
             (Method::Post, Resource::Messages(room)) => post(app, &mut req, &room, peer).await,
-            (Method::Get | Method::Head, Resource::Messages(room)) => history(app, &req, &room),
+            (Method::Get | Method::Head, Resource::Messages(room)) => {
+                history(app, &req, &room).await
+            }
             (Method::Get | Method::Head, Resource::Rooms) => {
-                Ok(Reply::Response(json(200, &app.rooms())))
+                app.rooms().await.map(|r| Reply::Response(json(200, &r)))
             }
             (Method::Get | Method::Head, Resource::Health) => Ok(Reply::Response(health(app))),
             (Method::Get | Method::Head, Resource::Metrics) => Ok(Reply::Response(metrics(app))),
@@ -165,7 +169,7 @@ fn preflight(app: &App, origin: Option<&str>) -> Reply {
     Reply::Response(res)
 }
 
-fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> {
+async fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> {
     if app.shutdown.is_triggered() {
         return Err(ApiError::ShuttingDown);
     }
@@ -181,8 +185,29 @@ fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> 
         }
         _ => None,
     };
-    let room = app.room_or_create(room)?;
-    let (sub, frames) = room.subscribe(since, app.config.replay, user);
+    let room = app
+        .room_for(room, true)
+        .await?
+        .expect("room_for creates when asked");
+    let (sub, opening) = room.subscribe(since, app.config.replay, user);
+    let mut frames = vec![opening.hello];
+    match opening.replay {
+        Replay::Here(replay) => frames.extend(replay),
+        Replay::Store {
+            since,
+            next_id,
+            query,
+        } => {
+            let found = read_store(app, room.name(), query).await?;
+            if let Some(first) = store_gap(since, next_id, found.first_read, found.first_held) {
+                frames.push(event::encode(&event::Event::Gap {
+                    since: since.unwrap_or(0),
+                    first,
+                }));
+            }
+            frames.extend(found.frames);
+        }
+    }
     let mut response = Response::new(200);
     response.insert_header("content-type", "text/event-stream");
     response.insert_header("cache-control", "no-cache");
@@ -192,6 +217,18 @@ fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> 
         sub,
         frames,
     }))
+}
+
+/// Reads what memory does not hold from the database.
+async fn read_store(app: &App, room: &RoomName, query: Query) -> Result<Found, ApiError> {
+    let reader = app
+        .reader
+        .as_ref()
+        .ok_or_else(|| ApiError::StoreRead("no database".into()))?;
+    reader.read(room, query).await.map_err(|e| {
+        log::error!("{e}");
+        ApiError::StoreRead(e.0)
+    })
 }
 
 async fn post(
@@ -229,7 +266,11 @@ async fn post(
         .pipeline
         .apply(Draft::new(post.text))
         .map_err(|r| ApiError::Refused(r.to_string()))?;
-    let room = app.room_or_create(room)?;
+    app.admit()?;
+    let room = app
+        .room_for(room, true)
+        .await?
+        .expect("room_for creates when asked");
     let new = NewMessage {
         user: post.user,
         text: draft.text,
@@ -250,6 +291,8 @@ async fn post(
             app.metrics
                 .messages_published
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The new message may have taken memory over the budget.
+            app.reclaim();
             Ok(Reply::Response(reply::json_bytes(
                 201,
                 event::message_json(&entry.frame).to_vec(),
@@ -285,7 +328,7 @@ fn client_ip(app: &App, req: &Request, peer: SocketAddr) -> IpAddr {
     peer.ip()
 }
 
-fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> {
+async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> {
     let since = query_u64(req, "since")?;
     let limit = match query_u64(req, "limit")? {
         None => app.config.replay.max(1),
@@ -294,29 +337,55 @@ fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError>
             .unwrap_or(usize::MAX)
             .min(app.config.history),
     };
-    let page = app
-        .room(room)
-        .map(|r| r.page(since, limit))
-        .unwrap_or_default();
-    Ok(Reply::Response(json(200, &page)))
+    let frames = match app.room_for(room, false).await? {
+        None => Vec::new(),
+        Some(r) => match r.page(since, limit) {
+            Ok(frames) => frames,
+            Err(query) => read_store(app, room, query).await?.frames,
+        },
+    };
+    // The messages' JSON is in their frames already: join it.
+    let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len()).sum::<usize>());
+    body.push(b'[');
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event::message_json(f));
+    }
+    body.push(b']');
+    Ok(Reply::Response(reply::json_bytes(200, body)))
 }
 
+/// `{"status":"ok", ...}` while the server takes posts; `503` while it
+/// stops. Also says how much of the memory budget is in use, and when new
+/// posts are refused because it is full, why.
 fn health(app: &App) -> Response {
     if app.shutdown.is_triggered() {
         return ApiError::ShuttingDown.response();
     }
-    let mut res = Response::new(200);
-    res.set_body("ok\n");
-    res.insert_header("content-type", "text/plain; charset=utf-8");
+    let full = app.memory.over();
+    let mut body = serde_json::json!({
+        "status": if full { "degraded" } else { "ok" },
+        "memory_bytes": app.memory.used(),
+        "memory_limit_bytes": app.memory.limit(),
+    });
+    if full {
+        body["reason"] = ApiError::MemoryFull.message().into();
+    }
+    let mut res = json(200, &body);
     res.insert_header("cache-control", "no-store");
     res
 }
 
 fn metrics(app: &App) -> Response {
     let mut res = Response::new(200);
-    res.set_body(crate::metrics::render(
-        &app.metrics.snapshot(app.room_count(), app.tracker.open()),
-    ));
+    res.set_body(crate::metrics::render(&app.metrics.snapshot(
+        app.room_count(),
+        app.tracker.open(),
+        app.memory.used(),
+        app.memory.limit(),
+    )));
     res.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     res.insert_header("cache-control", "no-store");
     res

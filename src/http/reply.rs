@@ -46,6 +46,13 @@ pub enum ApiError {
     Timeout,
     /// 503: the database could not store the message.
     Storage(String),
+    /// 503: the database could not be read (history, a room's state).
+    StoreRead(String),
+    /// 503: the memory budget is full of messages that cannot be evicted
+    /// yet (queued for slow subscribers).
+    MemoryFull,
+    /// 429: this address already has `--max-connections-per-ip` open.
+    TooManyFromAddress,
 }
 
 impl ApiError {
@@ -60,12 +67,14 @@ impl ApiError {
             ApiError::TooLarge(_) => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::Refused(_) => 422,
-            ApiError::RateLimited { .. } => 429,
+            ApiError::RateLimited { .. } | ApiError::TooManyFromAddress => 429,
             ApiError::Congested { .. }
             | ApiError::TooManyRooms
             | ApiError::TooManyConnections
             | ApiError::ShuttingDown
-            | ApiError::Storage(_) => 503,
+            | ApiError::Storage(_)
+            | ApiError::StoreRead(_)
+            | ApiError::MemoryFull => 503,
         }
     }
 
@@ -90,6 +99,9 @@ impl ApiError {
             ApiError::TooManyConnections => "too many connections".into(),
             ApiError::ShuttingDown => "server is shutting down".into(),
             ApiError::Storage(e) => format!("could not store the message, it was not sent: {e}"),
+            ApiError::StoreRead(e) => format!("could not read history: {e}"),
+            ApiError::MemoryFull => "server memory budget reached; try again".into(),
+            ApiError::TooManyFromAddress => "too many connections from your address".into(),
         }
     }
 
@@ -99,10 +111,12 @@ impl ApiError {
             ApiError::RateLimited { retry_after } | ApiError::Congested { retry_after } => {
                 Some(*retry_after)
             }
-            ApiError::TooManyConnections | ApiError::ShuttingDown | ApiError::TooManyRooms => {
-                Some(1)
-            }
-            ApiError::Storage(_) => Some(5),
+            ApiError::TooManyConnections
+            | ApiError::ShuttingDown
+            | ApiError::TooManyRooms
+            | ApiError::TooManyFromAddress => Some(1),
+            ApiError::MemoryFull => Some(2),
+            ApiError::Storage(_) | ApiError::StoreRead(_) => Some(5),
             _ => None,
         }
     }
