@@ -40,7 +40,7 @@ use crate::message::RoomName;
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
 use crate::room::{Room, RoomInfo};
-use crate::shutdown::{Shutdown, Tracker};
+use crate::shutdown::{PerAddress, Shutdown, Tracker};
 use crate::transform::Pipeline;
 
 /// What a room in memory costs besides its messages: its queue, presence
@@ -76,6 +76,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// Open connections.
     pub tracker: Tracker,
+    /// Open connections (or, behind a trusted proxy, streams) per client.
+    pub peers: PerAddress,
     /// CORS policy.
     pub cors: Cors,
     /// Rooms in memory by name; the lock is never held across an `.await`.
@@ -166,6 +168,7 @@ impl App {
             pipeline,
             shutdown: Shutdown::new(),
             tracker: Tracker::default(),
+            peers: PerAddress::default(),
             rooms: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
             departures: AtomicU64::new(0),
@@ -326,9 +329,12 @@ impl App {
                 let Some(Reverse((_, i))) = oldest.pop() else {
                     break;
                 };
-                rooms[i].evict_oldest(8, false);
-                if let Some(t) = rooms[i].oldest_time() {
-                    oldest.push(Reverse((t, i)));
+                // A room whose oldest message is still queued has nothing
+                // to give (see MemoryHistory::evict_oldest): it drops out.
+                if rooms[i].evict_oldest(8, false) > 0 {
+                    if let Some(t) = rooms[i].oldest_time() {
+                        oldest.push(Reverse((t, i)));
+                    }
                 }
             }
         }

@@ -45,6 +45,12 @@ impl Frame {
         }))
     }
 
+    /// Whether another clone of this frame exists (a queue slot, a stream
+    /// about to write it): dropping this one would free no memory.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
     /// Bytes charged to `memory` for as long as the frame lives.
     pub fn charged(data: Vec<u8>, memory: &Arc<Memory>) -> Frame {
         let data = data.into_boxed_slice();

@@ -58,7 +58,7 @@ impl RateLimiter {
         if self.rate == 0.0 {
             return Ok(());
         }
-        let key = bucket_key(client);
+        let key = client_key(client);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&key) && map.len() >= MAX_CLIENTS {
             self.prune(&mut map, now);
@@ -97,8 +97,20 @@ impl RateLimiter {
     }
 }
 
-/// IPv4 addresses as they are; IPv6 by /64 (IPv4-mapped ones as IPv4).
-fn bucket_key(ip: IpAddr) -> IpAddr {
+/// Who a client is, for limits: IPv4 addresses as they are; IPv6 by /64
+/// (one host usually owns a whole /64), IPv4-mapped ones as IPv4.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use smolchat::rate::client_key;
+///
+/// let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+/// assert_eq!(client_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+/// assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+/// ```
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -122,11 +122,30 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
         app.metrics
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
+        // Per client, unless a trusted proxy's address is every client's:
+        // then streams are counted by forwarded address (http::stream).
+        let per_ip = if app.config.trust_proxy {
+            None
+        } else {
+            match app
+                .peers
+                .try_enter(peer.ip(), app.config.max_connections_per_ip)
+            {
+                Some(g) => Some(g),
+                None => {
+                    app.metrics
+                        .connections_refused_per_ip
+                        .fetch_add(1, Ordering::Relaxed);
+                    refuse(ex, &refusing, stream, ApiError::TooManyFromAddress);
+                    continue;
+                }
+            }
+        };
         match app.tracker.try_enter(app.config.max_connections) {
             Some(guard) => {
                 let app = app.clone();
                 ex.spawn(async move {
-                    let _guard = guard;
+                    let _guards = (guard, per_ip);
                     let metrics = app.metrics.clone();
                     if AssertUnwindSafe(conn::serve(app, stream, peer))
                         .catch_unwind()
@@ -143,24 +162,31 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
                 app.metrics
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
-                if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
-                    refusing.fetch_add(1, Ordering::Relaxed);
-                    let refusing = refusing.clone();
-                    ex.spawn(async move {
-                        refuse_busy(stream).await;
-                        refusing.fetch_sub(1, Ordering::Relaxed);
-                    })
-                    .detach();
-                }
+                refuse(ex, &refusing, stream, ApiError::TooManyConnections);
             }
         }
     }
 }
 
-/// Answers `503` to a connection over `--max-connections` and closes it.
+/// Turns a connection away with `err`, unless [`MAX_REFUSING`] are being
+/// turned away already (then it is just closed).
+fn refuse(ex: &Arc<Executor<'static>>, refusing: &Arc<AtomicUsize>, stream: Stream, err: ApiError) {
+    if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
+        refusing.fetch_add(1, Ordering::Relaxed);
+        let refusing = refusing.clone();
+        ex.spawn(async move {
+            refuse_with(stream, err).await;
+            refusing.fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach();
+    }
+}
+
+/// Answers `err` to a connection the server will not serve (over
+/// `--max-connections` or `--max-connections-per-ip`) and closes it.
 /// Reads the request head first (briefly), so the client is not reset
 /// before it sees the answer.
-async fn refuse_busy(stream: Stream) {
+async fn refuse_with(stream: Stream, err: ApiError) {
     use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.get_ref().set_nodelay(true);
     let mut buf = vec![0u8; 2048];
@@ -172,10 +198,14 @@ async fn refuse_busy(stream: Stream) {
         Timer::after(Duration::from_millis(500)).await;
     })
     .await;
-    let err = ApiError::TooManyConnections;
     let body = serde_json::json!({ "error": err.message() }).to_string();
+    let status = http_types::StatusCode::try_from(err.status())
+        .unwrap_or(http_types::StatusCode::ServiceUnavailable);
     let res = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        err.status(),
+        status.canonical_reason(),
+        err.retry_after().unwrap_or(1),
         body.len()
     );
     let mut w = &stream;

@@ -1,12 +1,19 @@
-//! The shutdown signal and the "every connection has finished" waiter.
+//! The shutdown signal and the "every connection has finished" waiter,
+//! and the count of connections per client address.
 //!
 //! [`Shutdown`] is a flag plus an event: long-lived futures race their work
 //! against [`Shutdown::wait`]. [`Tracker`] counts open connections; each
 //! connection holds a [`ConnGuard`] whose drop decrements the count, and the
-//! server waits for zero (or its deadline) before exiting.
+//! server waits for zero (or its deadline) before exiting. [`PerAddress`]
+//! counts the same way per client (`--max-connections-per-ip`), so one host
+//! cannot take every connection.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::rate::client_key;
 
 use event_listener::Event;
 
@@ -113,6 +120,53 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Open connections (or streams) per client: an address, or an IPv6 /64.
+#[derive(Clone, Debug, Default)]
+pub struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// Counts one more for `ip` if it has fewer than `max`.
+    pub fn try_enter(&self, ip: IpAddr, max: usize) -> Option<AddressGuard> {
+        let key = client_key(ip);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressGuard {
+            map: self.clone(),
+            key,
+        })
+    }
+
+    /// How many `ip` has open.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&client_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// Held for as long as one connection (or stream) of a client is open.
+#[derive(Debug)]
+pub struct AddressGuard {
+    map: PerAddress,
+    key: IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut map = self.map.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                // The table holds only clients with something open.
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +183,21 @@ mod tests {
         drop(b);
         waiter.join().unwrap();
         assert_eq!(t.open(), 0);
+    }
+
+    #[test]
+    fn per_address_counts_each_client_and_ipv6_by_64() {
+        let p = PerAddress::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = p.try_enter(ip("10.0.0.1"), 2).unwrap();
+        let _a2 = p.try_enter(ip("10.0.0.1"), 2).unwrap();
+        assert!(p.try_enter(ip("10.0.0.1"), 2).is_none());
+        assert!(p.try_enter(ip("10.0.0.2"), 2).is_some(), "another host");
+        let _v6 = p.try_enter(ip("2001:db8::1"), 1).unwrap();
+        assert!(p.try_enter(ip("2001:db8::ffff"), 1).is_none(), "same /64");
+        drop(a1);
+        assert_eq!(p.open(ip("10.0.0.1")), 1);
+        assert!(p.try_enter(ip("10.0.0.1"), 2).is_some());
     }
 
     #[test]

@@ -145,13 +145,20 @@ impl MemoryHistory {
     /// how many went. With a store they are still there, so the window
     /// becomes incomplete; without one they are gone, and a resume past
     /// them gets a gap.
+    ///
+    /// Stops at a message whose frame is still queued for a subscriber (or
+    /// about to be written): dropping it here would free nothing, and
+    /// without a store it would lose a message for nothing.
     pub fn evict_oldest(&mut self, n: usize, store: bool) -> usize {
-        let n = n.min(self.entries.len());
-        self.entries.drain(..n);
-        if n > 0 && store {
+        let mut gone = 0;
+        while gone < n && self.entries.front().is_some_and(|e| !e.frame.is_shared()) {
+            self.entries.pop_front();
+            gone += 1;
+        }
+        if gone > 0 && store {
             self.complete = false;
         }
-        n
+        gone
     }
 
     /// When the oldest message held was posted.

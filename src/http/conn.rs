@@ -479,6 +479,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
         response,
         mut sub,
         frames,
+        per_client: _per_client,
     } = start;
     app.metrics.subscribers.fetch_add(1, Relaxed);
     struct Gauge<'a>(&'a App);

@@ -28,6 +28,7 @@ use crate::history::{store_gap, Query};
 use crate::message::{RoomName, Timestamp, UserName};
 use crate::rate::retry_after_secs;
 use crate::room::{NewMessage, PublishError, Replay, Subscription};
+use crate::shutdown::AddressGuard;
 use crate::transform::Draft;
 use reply::{json, ApiError};
 
@@ -49,6 +50,8 @@ pub struct StreamStart {
     pub sub: Subscription,
     /// `hello`, maybe `gap`, and the replay, to send before live events.
     pub frames: Vec<Frame>,
+    /// Counts the stream against its client's cap behind a trusted proxy.
+    pub per_client: Option<AddressGuard>,
 }
 
 /// The resources the API knows, from a path.
@@ -112,7 +115,7 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
             (Method::Get | Method::Head, Resource::Page(name)) => {
                 Ok(Reply::Response(page::serve(name, &req)))
             }
-            (Method::Get, Resource::Events(room)) => stream(app, &req, &room).await,
+            (Method::Get, Resource::Events(room)) => stream(app, &req, &room, peer).await,
             (Method::Post, Resource::Messages(room)) => post(app, &mut req, &room, peer).await,
             (Method::Get | Method::Head, Resource::Messages(room)) => {
                 history(app, &req, &room).await
@@ -169,10 +172,31 @@ fn preflight(app: &App, origin: Option<&str>) -> Reply {
     Reply::Response(res)
 }
 
-async fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiError> {
+async fn stream(
+    app: &App,
+    req: &Request,
+    room: &RoomName,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError> {
     if app.shutdown.is_triggered() {
         return Err(ApiError::ShuttingDown);
     }
+    // Behind a trusted proxy every connection comes from the proxy, so the
+    // per-client cap counts streams by forwarded address instead.
+    let per_client = if app.config.trust_proxy {
+        let guard = app
+            .peers
+            .try_enter(client_ip(app, req, peer), app.config.max_connections_per_ip);
+        if guard.is_none() {
+            app.metrics
+                .connections_refused_per_ip
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ApiError::TooManyFromAddress);
+        }
+        guard
+    } else {
+        None
+    };
     // EventSource sends Last-Event-ID on reconnect; ids from elsewhere that
     // are not ours are ignored rather than refused.
     let since = match header(req, "last-event-id").and_then(|v| v.trim().parse().ok()) {
@@ -216,6 +240,7 @@ async fn stream(app: &App, req: &Request, room: &RoomName) -> Result<Reply, ApiE
         response,
         sub,
         frames,
+        per_client,
     }))
 }
 

@@ -8,6 +8,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,36 @@ use std::time::{Duration, Instant};
 /// loaded 2-core machine, where a step that takes milliseconds natively can
 /// take seconds.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A scratch folder removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty folder under the system's temporary directory.
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("smolchat-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// `chat.db` in the folder, as a `--db` value.
+    pub fn db(&self) -> String {
+        self.0.join("chat.db").to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the server runs under an emulator ([`WRAPPER_VAR`]): its RSS
+/// then includes the emulator's own.
+pub fn emulated() -> bool {
+    wrapper().is_some()
+}
 
 /// A running server process.
 pub struct Server {
