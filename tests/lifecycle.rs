@@ -58,6 +58,23 @@ fn invalid_values_exit_2_with_a_clear_message() {
         (&["--publish-timeout", "soon"], &[], "--publish-timeout"),
         (&["--sync", "always"], &[], "--sync"),
         (&[], &[("SMOLCHAT_MAX_ROOMS", "lots")], "--max-rooms"),
+        (&["--memory-limit", "0"], &[], "--memory-limit"),
+        (
+            &["--memory-limit", "12XB"],
+            &[],
+            "expected a size like 64MiB",
+        ),
+        (
+            &["--memory-limit", "1KiB"],
+            &[],
+            "cannot hold one message of --max-message-bytes 4096; give at least",
+        ),
+        (&[], &[("SMOLCHAT_MEMORY_LIMIT", "lots")], "--memory-limit"),
+        (
+            &["--max-connections-per-ip", "0"],
+            &[],
+            "--max-connections-per-ip",
+        ),
     ] {
         let out = smolchat(args, env);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");

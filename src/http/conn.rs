@@ -22,7 +22,7 @@
 //! An event stream takes the socket over from there ([`super::stream`] is
 //! not a module; see [`run_stream`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -437,12 +437,35 @@ pub(crate) enum WriteFail {
 /// caught it, intermittently.
 pub(crate) async fn write_all(
     stream: &Stream,
-    mut buf: &[u8],
+    buf: &[u8],
     stall: Duration,
 ) -> Result<(), WriteFail> {
+    write_parts(stream, &[buf], stall).await
+}
+
+/// Most buffers handed to one writev(2) (Linux allows 1024).
+const MAX_IOV: usize = 256;
+
+/// Writes `parts` one after the other, as [`write_all`] writes one buffer,
+/// with writev(2): an event stream writes its frames where they are (shared
+/// with history and every other stream) instead of copying them into a
+/// buffer of its own, so a stream that waits for its socket holds no
+/// memory but references to frames the memory budget already counts.
+pub(crate) async fn write_parts(
+    stream: &Stream,
+    parts: &[&[u8]],
+    stall: Duration,
+) -> Result<(), WriteFail> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
     let mut w: &Stream = stream;
-    while !buf.is_empty() {
-        let wrote = match future::poll_once(AsyncWriteExt::write(&mut w, buf)).await {
+    while !rest.is_empty() {
+        let batch = &rest[..rest.len().min(MAX_IOV)];
+        let wrote = match future::poll_once(AsyncWriteExt::write_vectored(&mut w, batch)).await {
             Some(r) => r.map_err(|_| WriteFail::Io)?,
             None => {
                 async {
@@ -450,7 +473,7 @@ pub(crate) async fn write_all(
                     Err(WriteFail::Stalled)
                 }
                 .or(async {
-                    AsyncWriteExt::write(&mut w, buf)
+                    AsyncWriteExt::write_vectored(&mut w, batch)
                         .await
                         .map_err(|_| WriteFail::Io)
                 })
@@ -460,7 +483,7 @@ pub(crate) async fn write_all(
         if wrote == 0 {
             return Err(WriteFail::Io);
         }
-        buf = &buf[wrote..];
+        IoSlice::advance_slices(&mut rest, wrote);
     }
     Ok(())
 }
@@ -492,20 +515,28 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     let _ = socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(SSE_SNDBUF);
     let stall = app.config.slow_timeout;
 
+    // The head, then one chunk: `retry:`, hello, gap, the replay. The
+    // frames go out from where they are (write_parts).
     let mut out = stream_head(&response);
     // Its headers are on the heap; an idle stream should not keep them.
     drop(response);
-    let mut first = sse::retry(2000);
-    for f in &frames {
-        first.extend_from_slice(f);
-    }
+    let retry = sse::retry(2000);
+    sse::chunk_size(
+        retry.len() + frames.iter().map(|f| f.len()).sum::<usize>(),
+        &mut out,
+    );
+    out.extend_from_slice(&retry);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() + 2);
+    parts.push(&out);
+    parts.extend(frames.iter().map(|f| &f[..]));
+    parts.push(b"\r\n");
+    let sent = write_parts(stream, &parts, stall).await;
+    drop(parts);
     drop(frames);
-    sse::chunk(&first, &mut out);
-    drop(first);
-    if write_all(stream, &out, stall).await.is_err() {
+    if sent.is_err() {
         return;
     }
-    // Sized for the head and the replay; most streams then idle.
+    // Sized for the head; most streams then idle.
     out = Vec::new();
 
     let keepalive = app.config.keepalive;
@@ -566,10 +597,6 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 }
                 sub.taken();
                 sse::chunk_size(len, &mut out);
-                for f in batch.drain(..) {
-                    out.extend_from_slice(&f);
-                }
-                out.extend_from_slice(b"\r\n");
             }
             Ev::Presence => {
                 if let Some(update) = sub.presence_update() {
@@ -610,7 +637,20 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 return;
             }
         }
-        match write_all(stream, &out, stall).await {
+        let written = if batch.is_empty() {
+            write_all(stream, &out, stall).await
+        } else {
+            // A chunk of frames: its size line, the frames, CRLF.
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 2);
+            parts.push(&out);
+            parts.extend(batch.iter().map(|f| &f[..]));
+            parts.push(b"\r\n");
+            let r = write_parts(stream, &parts, stall).await;
+            drop(parts);
+            batch.clear();
+            r
+        };
+        match written {
             Ok(()) => {}
             Err(WriteFail::Stalled) => {
                 app.metrics.subscribers_evicted.fetch_add(1, Relaxed);
