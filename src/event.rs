@@ -54,7 +54,7 @@ impl Frame {
     /// Bytes charged to `memory` for as long as the frame lives.
     pub fn charged(data: Vec<u8>, memory: &Arc<Memory>) -> Frame {
         let data = data.into_boxed_slice();
-        memory.charge(data.len() + FRAME_OVERHEAD);
+        memory.charge_frame(data.len() + FRAME_OVERHEAD);
         Frame(Arc::new(Bytes {
             data,
             memory: Some(memory.clone()),
@@ -65,7 +65,7 @@ impl Frame {
 impl Drop for Bytes {
     fn drop(&mut self) {
         if let Some(m) = &self.memory {
-            m.release(self.data.len() + FRAME_OVERHEAD);
+            m.release_frame(self.data.len() + FRAME_OVERHEAD);
         }
     }
 }

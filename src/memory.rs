@@ -23,6 +23,7 @@ pub const FRAME_OVERHEAD: usize = 96;
 #[derive(Debug)]
 pub struct Memory {
     used: AtomicUsize,
+    frames: AtomicUsize,
     limit: usize,
 }
 
@@ -43,6 +44,7 @@ impl Memory {
     pub fn new(limit: usize) -> Self {
         Memory {
             used: AtomicUsize::new(0),
+            frames: AtomicUsize::new(0),
             limit,
         }
     }
@@ -65,6 +67,23 @@ impl Memory {
     /// Whether more than `percent` % of the limit is counted.
     pub fn above(&self, percent: usize) -> bool {
         self.used() > self.limit / 100 * percent
+    }
+
+    /// Frames (messages) counted now.
+    pub fn frames(&self) -> usize {
+        self.frames.load(Relaxed)
+    }
+
+    /// Counts one more frame of `n` bytes (with its overhead).
+    pub fn charge_frame(&self, n: usize) {
+        self.frames.fetch_add(1, Relaxed);
+        self.charge(n);
+    }
+
+    /// Counts one frame of `n` bytes less.
+    pub fn release_frame(&self, n: usize) {
+        self.frames.fetch_sub(1, Relaxed);
+        self.release(n);
     }
 
     /// Counts `n` more bytes.

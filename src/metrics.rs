@@ -62,11 +62,12 @@ impl Metrics {
         &self,
         rooms: usize,
         connections_open: usize,
-        memory_bytes: usize,
-        memory_limit_bytes: usize,
+        memory: (usize, usize, usize),
     ) -> Snapshot {
+        let (memory_bytes, memory_messages, memory_limit_bytes) = memory;
         Snapshot {
             memory_bytes: memory_bytes as u64,
+            memory_messages: memory_messages as u64,
             memory_limit_bytes: memory_limit_bytes as u64,
             panics: self.panics.load(Relaxed),
             connections_refused_per_ip: self.connections_refused_per_ip.load(Relaxed),
@@ -91,6 +92,8 @@ impl Metrics {
 pub struct Snapshot {
     /// Bytes of the memory budget in use.
     pub memory_bytes: u64,
+    /// Messages (frames) those bytes hold.
+    pub memory_messages: u64,
     /// `--memory-limit`.
     pub memory_limit_bytes: u64,
     /// See [`Metrics::panics`].
@@ -209,6 +212,12 @@ pub fn render(s: &Snapshot) -> String {
         s.memory_bytes,
     );
     one(
+        "smolchat_memory_messages",
+        "gauge",
+        "Messages in memory (history, queues, unsent stream output), each counted once.",
+        s.memory_messages,
+    );
+    one(
         "smolchat_memory_limit_bytes",
         "gauge",
         "The memory budget for messages (--memory-limit).",
@@ -247,7 +256,7 @@ mod tests {
         m.post_refused(429);
         m.post_refused(429);
         m.subscribers_evicted.fetch_add(1, Relaxed);
-        let text = render(&m.snapshot(3, 1, 100, 200));
+        let text = render(&m.snapshot(3, 1, (100, 1, 200)));
         assert!(text.contains("smolchat_memory_limit_bytes 200\n"));
         assert!(text.contains("smolchat_posts_refused_total{status=\"429\"} 2\n"));
         assert!(text.contains("smolchat_subscribers_evicted_total 1\n"));
