@@ -408,8 +408,7 @@ fn metrics(app: &App) -> Response {
     res.set_body(crate::metrics::render(&app.metrics.snapshot(
         app.room_count(),
         app.tracker.open(),
-        app.memory.used(),
-        app.memory.limit(),
+        (app.memory.used(), app.memory.frames(), app.memory.limit()),
     )));
     res.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     res.insert_header("cache-control", "no-store");
