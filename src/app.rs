@@ -43,9 +43,12 @@ use crate::room::{Room, RoomInfo};
 use crate::shutdown::{PerAddress, Shutdown, Tracker};
 use crate::transform::Pipeline;
 
-/// What a room in memory costs besides its messages: its queue, presence
-/// and state. Charged to the budget while the room is in memory.
-pub const ROOM_OVERHEAD: usize = 2048;
+/// What a room in memory costs besides its messages: its state and
+/// presence, and its queue, whose `buffer` slots (16 bytes each) are
+/// allocated up front. Charged to the budget while the room is in memory.
+pub fn room_overhead(buffer: usize) -> usize {
+    1536 + 16 * buffer
+}
 
 /// An eviction pass brings memory down to this share of the budget, so the
 /// next posts do not each start a pass.
@@ -233,7 +236,7 @@ impl App {
                 return Err(ApiError::TooManyRooms);
             }
             let room = Arc::new(self.make_room(name, loaded));
-            self.memory.charge(ROOM_OVERHEAD);
+            self.memory.charge(room_overhead(self.config.buffer));
             rooms.insert(name.clone(), room.clone());
             drop(rooms);
             self.touch(&room);
@@ -274,7 +277,7 @@ impl App {
             Some(name) => {
                 rooms.remove(&name);
                 self.departures.fetch_add(1, Relaxed);
-                self.memory.release(ROOM_OVERHEAD);
+                self.memory.release(room_overhead(self.config.buffer));
                 true
             }
             None => false,

@@ -158,6 +158,11 @@ impl MemoryHistory {
         if gone > 0 && store {
             self.complete = false;
         }
+        // A window that once held --history messages keeps its buffer;
+        // give most of it back (each slot is part of what a message costs).
+        if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
         gone
     }
 
