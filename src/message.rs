@@ -91,7 +91,12 @@ impl UserName {
         UserName(Arc::from("anonymous"))
     }
 
-    /// Checks `s` against the user name rules.
+    /// Checks `s` against the user name rules: 1 to 32 characters after
+    /// trimming, none of them a control character, an invisible one or one
+    /// that changes the direction of text around it (so a name cannot look
+    /// like another: `ana` and `ana` + a zero-width space are not both
+    /// allowed), and no more than [`MAX_NAME_MARKS`] combining marks on one
+    /// letter.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let s = s.trim();
         let chars = s.chars().count();
@@ -100,6 +105,12 @@ impl UserName {
         }
         if s.chars().any(char::is_control) {
             return Err(NameError::UserChars);
+        }
+        if s.chars().any(|c| invisible(c) || bidi_control(c)) {
+            return Err(NameError::UserInvisible);
+        }
+        if longest_mark_run(s) > MAX_NAME_MARKS {
+            return Err(NameError::UserMarks);
         }
         Ok(UserName(Arc::from(s)))
     }
@@ -133,6 +144,10 @@ pub enum NameError {
     UserLength,
     /// A control character.
     UserChars,
+    /// An invisible or direction-changing character.
+    UserInvisible,
+    /// Too many combining marks on one letter.
+    UserMarks,
 }
 
 impl fmt::Display for NameError {
@@ -142,11 +157,141 @@ impl fmt::Display for NameError {
             NameError::RoomChars => "room name may only contain A-Z, a-z, 0-9, '_', '.' and '-'",
             NameError::UserLength => "user name must be 1 to 32 characters",
             NameError::UserChars => "user name must not contain control characters",
+            NameError::UserInvisible => {
+                "user name must not contain invisible or text-direction characters"
+            }
+            NameError::UserMarks => "user name has too many accents on one letter",
         })
     }
 }
 
 impl std::error::Error for NameError {}
+
+/// Most combining marks a name may stack on one letter (real scripts need
+/// one or two; "zalgo" text stacks dozens).
+pub const MAX_NAME_MARKS: usize = 2;
+/// Combining marks a text keeps on one letter; the rest are dropped.
+pub const MAX_TEXT_MARKS: usize = 8;
+
+/// Characters that show nothing: zero-width spaces and joiners' cousins,
+/// the soft hyphen, the byte-order mark, Hangul fillers. The zero-width
+/// joiner (U+200D) is not among them: emoji sequences need it.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200C}'
+            | '\u{2060}'..='\u{2064}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+    )
+}
+
+/// Characters that change the direction of the text around them:
+/// embeddings, overrides, isolates and the direction marks.
+fn bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// The combining diacritical marks that stacked text is made of (the
+/// blocks U+0300, U+1AB0, U+1DC0, U+20D0 and U+FE20). Marks of other
+/// scripts (Devanagari vowel signs, Arabic harakat) are left alone: they
+/// never stack high.
+fn stacking_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}'
+    )
+}
+
+fn longest_mark_run(s: &str) -> usize {
+    let (mut run, mut longest) = (0, 0);
+    for c in s.chars() {
+        run = if stacking_mark(c) { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// Why a message text was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextError {
+    /// Nothing but white space.
+    Empty,
+    /// A control character other than a line break or a tab.
+    Control,
+}
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TextError::Empty => "empty text",
+            TextError::Control => "text contains control characters",
+        })
+    }
+}
+
+impl std::error::Error for TextError {}
+
+/// A posted text as smolchat keeps it, or why it is refused.
+///
+/// - Line ends: CRLF and a lone CR become LF (as browsers and SSE read
+///   them), so a stray `\r` can never end a line of the stream.
+/// - Control characters other than LF and tab (NUL, escape, ...) are
+///   refused: they have no place in a chat line.
+/// - More than [`MAX_TEXT_MARKS`] combining marks on one letter are cut to
+///   that many, so "zalgo" text cannot spill over the messages around it.
+/// - Everything else is kept as sent: direction marks and overrides (the
+///   page isolates each message, so they cannot reach past it), zero-width
+///   joiners (emoji sequences), any script.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::message::{clean_text, TextError};
+///
+/// assert_eq!(clean_text("a\r\nb\rc").unwrap(), "a\nb\nc");
+/// assert_eq!(clean_text("nul\0"), Err(TextError::Control));
+/// assert_eq!(clean_text(" \n "), Err(TextError::Empty));
+/// let zalgo = format!("z{}", "\u{0301}".repeat(50));
+/// assert_eq!(clean_text(&zalgo).unwrap().chars().count(), 1 + 8);
+/// ```
+pub fn clean_text(text: &str) -> Result<String, TextError> {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    if text.trim().is_empty() {
+        return Err(TextError::Empty);
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(TextError::Control);
+    }
+    if longest_mark_run(&text) <= MAX_TEXT_MARKS {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut run = 0;
+    for c in text.chars() {
+        run = if stacking_mark(c) { run + 1 } else { 0 };
+        if run <= MAX_TEXT_MARKS {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
 
 /// One piece of a message split by the `code` transform.
 ///
@@ -281,6 +426,64 @@ mod tests {
         }
         for bad in ["", "a b", "a/b", "é", "a?", &"r".repeat(65)] {
             assert!(RoomName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_that_could_pass_for_another_are_refused() {
+        let cases = [
+            ("ana", Ok("ana")),
+            ("Zoë", Ok("Zoë")),
+            ("José", Ok("José")),
+            ("علي", Ok("علي")),
+            ("👩\u{200D}💻", Ok("👩\u{200D}💻")),
+            ("ana\u{200B}", Err(NameError::UserInvisible)),
+            ("\u{FEFF}ana", Err(NameError::UserInvisible)),
+            ("an\u{00AD}a", Err(NameError::UserInvisible)),
+            ("\u{202E}ana", Err(NameError::UserInvisible)),
+            ("ana\u{2066}", Err(NameError::UserInvisible)),
+            ("\u{200F}ana", Err(NameError::UserInvisible)),
+            ("a\0na", Err(NameError::UserChars)),
+            ("a\rna", Err(NameError::UserChars)),
+            ("a\u{0301}\u{0302}", Ok("a\u{0301}\u{0302}")),
+            ("a\u{0301}\u{0302}\u{0303}", Err(NameError::UserMarks)),
+        ];
+        for (input, want) in cases {
+            let got = UserName::parse(input);
+            assert_eq!(
+                got.as_ref().map(UserName::as_str).map_err(|e| *e),
+                want,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn texts_are_normalized_or_refused_by_rule() {
+        let marks = |n| format!("e{}", "\u{0300}".repeat(n));
+        let cases = [
+            ("hi", Ok("hi".to_string())),
+            ("a\r\nb", Ok("a\nb".into())),
+            ("a\rb", Ok("a\nb".into())),
+            ("tab\there", Ok("tab\there".into())),
+            ("\u{202E}gnp.exe", Ok("\u{202E}gnp.exe".into())),
+            (
+                "👩\u{200D}💻 and \u{200B}",
+                Ok("👩\u{200D}💻 and \u{200B}".into()),
+            ),
+            ("nul \0", Err(TextError::Control)),
+            ("esc \u{1b}[31m", Err(TextError::Control)),
+            ("a\u{85}b", Err(TextError::Control)),
+            ("  \r\n\t", Err(TextError::Empty)),
+            (&*marks(8), Ok(marks(8))),
+            (&*marks(9), Ok(marks(8))),
+            (
+                &*format!("{} {}", marks(40), marks(3)),
+                Ok(format!("{} {}", marks(8), marks(3))),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_text(input), want, "{input:?}");
         }
     }
 

@@ -18,6 +18,10 @@ const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/g;
 export function renderBody(msg) {
   const body = document.createElement('div');
   body.className = 'body';
+  // Its own direction, from its own text: a right-to-left message or a
+  // stray override character cannot turn the page around it (the CSS
+  // isolates it too).
+  body.dir = 'auto';
   const spans = Array.isArray(msg.spans) && msg.spans.length > 0
     ? msg.spans
     : [{ text: String(msg.text ?? '') }];
@@ -85,6 +89,7 @@ export function renderMessage(msg, { mine = false, continued = false } = {}) {
   meta.className = 'meta';
   const who = document.createElement('span');
   who.className = 'who ' + userClass(msg.user);
+  who.dir = 'auto';
   who.textContent = String(msg.user ?? 'anonymous');
   if (mine) {
     const you = document.createElement('span');

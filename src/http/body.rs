@@ -138,21 +138,9 @@ fn given(user: Option<&str>) -> Option<&str> {
     user.filter(|u| !u.trim().is_empty())
 }
 
-/// Normalizes line ends and refuses text a chat line cannot hold.
+/// The domain's text rules ([`crate::message::clean_text`]), as a `400`.
 fn clean_text(text: &str) -> Result<String, ApiError> {
-    let text = text.replace("\r\n", "\n");
-    if text.trim().is_empty() {
-        return Err(ApiError::BadRequest("empty text".into()));
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::BadRequest(
-            "text contains control characters".into(),
-        ));
-    }
-    Ok(text)
+    crate::message::clean_text(text).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 #[cfg(test)]

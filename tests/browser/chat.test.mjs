@@ -106,6 +106,37 @@ test('markup in a message is shown as text and never runs', async () => {
   await reader.context().close();
 });
 
+test('direction overrides and stacked accents stay inside their message', async () => {
+  const page = await openPage(await browser.newContext(), `${server.url}/#bidi`);
+  await live(page);
+  // The server's text policy (docs/security.md): overrides are kept, the
+  // page isolates them; stacked accents beyond 8 on a letter are dropped;
+  // a lone CR is a line break; NUL and invisible name characters refused.
+  const rlo = '\u202Egnp.exe and more';
+  const zalgo = `z${'\u0301'.repeat(40)}!`;
+  assert.equal((await postHttp(server, 'bidi', { user: 'ana', text: rlo })).status, 201);
+  assert.equal((await postHttp(server, 'bidi', { user: 'ana', text: zalgo })).status, 201);
+  assert.equal((await postHttp(server, 'bidi', { user: 'ana', text: 'one\rtwo' })).status, 201);
+  assert.equal((await postHttp(server, 'bidi', { user: 'ana', text: 'after' })).status, 201);
+  const nul = await postHttp(server, 'bidi', { user: 'ana', text: 'a\u0000b' });
+  assert.deepEqual([nul.status, nul.json.error], [400, 'text contains control characters']);
+  const spoof = await postHttp(server, 'bidi', { user: 'ana\u200B', text: 'hi' });
+  assert.equal(spoof.status, 400);
+  await waitForMessage(page, 'after');
+  const shown = await page.$$eval('#messages li.msg .body', (els) => els.map((e) => ({
+    text: e.textContent,
+    dir: e.dir,
+    bidi: getComputedStyle(e).unicodeBidi,
+  })));
+  assert.deepEqual(shown.map((m) => m.text), [rlo, `z${'\u0301'.repeat(8)}!`, 'one\ntwo', 'after']);
+  for (const m of shown) assert.deepEqual([m.dir, m.bidi], ['auto', 'isolate']);
+  // The message after the override reads left to right, as typed.
+  const after = page.locator('#messages li.msg .body', { hasText: 'after' });
+  assert.equal(await after.evaluate((e) => getComputedStyle(e).direction), 'ltr');
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test('code spans render as <code> and <pre><code>', async () => {
   const context = await browser.newContext();
   const page = await openPage(context, `${server.url}/#code`);
