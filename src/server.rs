@@ -202,10 +202,14 @@ async fn refuse_with(stream: Stream, err: ApiError) {
     let status = http_types::StatusCode::try_from(err.status())
         .unwrap_or(http_types::StatusCode::ServiceUnavailable);
     let res = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\n{}content-length: {}\r\n\r\n{body}",
         err.status(),
         status.canonical_reason(),
         err.retry_after().unwrap_or(1),
+        crate::http::reply::SECURITY_HEADERS
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>(),
         body.len()
     );
     let mut w = &stream;

@@ -322,3 +322,78 @@ fn over_max_connections_gets_503_and_close() {
     }
     assert!(s.metric("smolchat_connections_refused_total") >= 1);
 }
+
+#[test]
+fn every_response_carries_the_security_headers() {
+    let s = Server::start(&["--max-connections", "3", "--rate", "1", "--rate-burst", "1"]);
+    let check = |what: &str, r: &support::Response| {
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}: {}",
+            r.status
+        );
+        assert_eq!(
+            r.header("referrer-policy"),
+            Some("no-referrer"),
+            "{what}: {}",
+            r.status
+        );
+    };
+    let page = s.get("/");
+    check("page", &page);
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    for path in [
+        "/app.js",
+        "/style.css",
+        "/healthz",
+        "/metrics",
+        "/rooms",
+        "/messages",
+        "/nope",
+    ] {
+        check(path, &s.get(path));
+    }
+    check("201", &s.post("/messages", "text/plain", "hi"));
+    check("429", &s.post("/messages", "text/plain", "again"));
+    check("415", &s.post("/messages", "image/png", "x"));
+    check(
+        "405",
+        &s.raw(b"DELETE /messages HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    check(
+        "204",
+        &s.raw(b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    check(
+        "431",
+        &s.raw(
+            format!(
+                "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+                "a".repeat(9000)
+            )
+            .as_bytes(),
+        ),
+    );
+    check("505", &s.raw(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n"));
+    check(
+        "400",
+        &s.raw(b"GET / HTTP/1.1\r\nHost: t\r\nX: caf\xc3\xa9\r\n\r\n"),
+    );
+    let stream = s.sse("/events");
+    check("stream", &stream.response);
+    // Over --max-connections: refused before any request is read.
+    let _held: Vec<_> = (0..2).map(|_| s.connect()).collect();
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let refused = loop {
+        let r = s.get("/healthz");
+        if r.status == 503 {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+    };
+    check("503 busy", &refused);
+}

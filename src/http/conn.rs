@@ -319,11 +319,9 @@ impl Conn<'_> {
     /// client gets the answer instead of a connection reset.
     async fn refuse(&mut self, err: ApiError) {
         log::debug!("refusing request: {err}");
-        if self
-            .write_response(err.response(), Method::Get, true)
-            .await
-            .is_err()
-        {
+        let mut res = err.response();
+        super::reply::secure(&mut res);
+        if self.write_response(res, Method::Get, true).await.is_err() {
             return;
         }
         let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);

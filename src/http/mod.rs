@@ -141,6 +141,7 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
     if method != Method::Options {
         app.cors.apply(origin.as_deref(), res);
     }
+    reply::secure(res);
     reply
 }
 
