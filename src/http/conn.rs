@@ -46,8 +46,6 @@ use crate::app::App;
 use crate::event::{self, Frame};
 use crate::room::Room;
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 4096;
 /// Send buffer for event streams: small, so a client that stops reading
 /// fills it soon and the stall is seen, instead of the kernel's auto-tuned
 /// megabytes absorbing thousands of messages.
@@ -63,23 +61,63 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it closes.
 ///
-/// Two phases with very different lifetimes: requests (keep-alive, short)
-/// and, if one opens an event stream, the stream (idle for hours). A
-/// connection task is allocated once at the size of its largest state, so
-/// the request phase, whose futures (decoding, routing, encoding) are
-/// several KiB, is boxed and freed before the stream starts: an idle
-/// stream then holds only [`run_stream`]'s state, ~1.5 KiB instead of
-/// ~12 KiB. Both sizes are logged once at debug level.
+/// Three states with very different lifetimes and sizes:
+///
+/// - **waiting** for bytes (a new connection, an idle keep-alive, a head
+///   that arrives slowly): only the connection's small state and the bytes
+///   read so far, a few hundred bytes. All waiting for input happens here.
+/// - **answering** the requests those bytes hold: reading, routing and
+///   encoding take futures of several KiB (async-h1's decoder, http-types,
+///   a post waiting for queue space), so this phase is boxed, allocated
+///   when bytes arrive and freed when they are answered.
+/// - **streaming** (an event stream, idle for hours): [`run_stream`]'s
+///   state, ~1.5 KiB.
+///
+/// A connection task is allocated once at the size of its largest state;
+/// boxing the answering phase keeps that small, so thousands of idle
+/// keep-alives, slow heads or streams cost little. Sizes are logged once
+/// at debug level.
 pub async fn serve(app: App, stream: Stream, peer: SocketAddr) {
     // Head and body are written together, but keep-alive responses to
     // small requests would still wait for the peer's delayed ACK.
     let _ = stream.get_ref().set_nodelay(true);
-    let requests = Box::pin(serve_requests(&app, &stream, peer));
-    log_size("request phase", &*requests);
-    if let Some(start) = requests.await {
-        let streaming = run_stream(&app, &stream, start);
-        log_size("stream", &streaming);
-        streaming.await;
+    let mut conn = Conn {
+        app: &app,
+        stream: &stream,
+        buf: Vec::new(),
+        answered: 0,
+        deadline: Instant::now() + app.config.header_timeout,
+        continued: false,
+    };
+    // A new connection's first request is usually there already: answer it
+    // before waiting, so no timer is armed for nothing (a dropped reactor
+    // timer still wakes the reactor at its old deadline).
+    loop {
+        let step = {
+            let answering = Box::pin(conn.answer(peer));
+            log_size("request phase", &*answering);
+            answering.await
+        };
+        match step {
+            Step::NeedInput => {}
+            Step::Close => return,
+            Step::Stream(start) => {
+                drop(conn);
+                let streaming = run_stream(&app, &stream, *start);
+                log_size("stream", &streaming);
+                streaming.await;
+                return;
+            }
+        }
+        conn.compact();
+        match conn.wait_input().await {
+            Ok(()) => {}
+            Err(Fail::Closed) => return,
+            Err(Fail::Refuse(e)) => {
+                Box::pin(conn.refuse(e)).await;
+                return;
+            }
+        }
     }
 }
 
@@ -98,53 +136,17 @@ pub(crate) fn log_size<T>(what: &str, future: &T) {
     }
 }
 
-/// Answers requests until the connection closes (`None`) or a request
-/// opens an event stream (its start).
-async fn serve_requests(app: &App, stream: &Stream, peer: SocketAddr) -> Option<StreamStart> {
-    let mut conn = Conn {
-        app,
-        stream,
-        buf: Vec::new(),
-        answered: 0,
-    };
-    loop {
-        let head = match conn.read_head().await {
-            Ok(h) => h,
-            Err(Fail::Closed) => return None,
-            Err(Fail::Refuse(e)) => {
-                conn.refuse(e).await;
-                return None;
-            }
-        };
-        let is_post = head.method == "POST";
-        let req = match conn.read_request(head).await {
-            Ok(req) => req,
-            Err(Fail::Closed) => return None,
-            Err(Fail::Refuse(e)) => {
-                if is_post {
-                    conn.app.metrics.post_refused(e.status());
-                }
-                conn.refuse(e).await;
-                return None;
-            }
-        };
-        let close = req.1;
-        let method = req.0.method();
-        match route(conn.app, req.0, peer).await {
-            Reply::Response(res) => {
-                let close = close || conn.app.shutdown.is_triggered();
-                if conn.write_response(res, method, close).await.is_err() || close {
-                    return None;
-                }
-                conn.answered += 1;
-                conn.release_buffer();
-            }
-            Reply::Stream(start) => return Some(start),
-        }
-    }
+/// What answering the bytes at hand came to.
+enum Step {
+    /// Everything complete is answered; more bytes are needed.
+    NeedInput,
+    /// The connection is done.
+    Close,
+    /// A request opened an event stream.
+    Stream(Box<StreamStart>),
 }
 
-/// Why a request could not be read.
+/// Why waiting for bytes ended without any.
 enum Fail {
     /// The peer left, went idle past the timeout, or we are shutting down:
     /// close without a word.
@@ -161,54 +163,61 @@ struct Conn<'a> {
     buf: Vec<u8>,
     /// Responses written so far.
     answered: u64,
+    /// When the current wait ends: the request (head, then body) must
+    /// arrive by then, and an idle keep-alive closes then.
+    deadline: Instant,
+    /// `100 Continue` was sent for the request being read.
+    continued: bool,
 }
 
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
 impl Conn<'_> {
-    /// Reads more bytes into `buf`, until `deadline`.
-    async fn read_more(&mut self, deadline: Instant) -> Result<(), Fail> {
+    /// Reads what the socket holds now, without waiting. `Ok(false)` when
+    /// there was nothing; `Err` when the peer closed.
+    fn read_now(&mut self) -> Result<bool, ()> {
+        use std::io::Read;
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut got = false;
+        loop {
+            match self.stream.get_ref().read(&mut chunk) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    got = true;
+                    if n < chunk.len() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    /// Waits until the socket is readable, the deadline passes or the
+    /// server stops.
+    async fn wait_input(&mut self) -> Result<(), Fail> {
         enum Got {
-            Read(io::Result<usize>),
+            Ready(io::Result<()>),
             Timeout,
             Stop,
         }
-        let old = self.buf.len();
-        // Waiting for the next request on a keep-alive connection: it has
-        // almost never arrived yet, so a read(2) now would only return
-        // EAGAIN. Waiting for readiness first saves that syscall per request.
-        // Not for a new connection, whose first request is usually there
-        // already: waiting would arm the header timer for nothing, and a
-        // dropped reactor timer still wakes the reactor once at its old
-        // deadline (an idle server's only wake-up, 10 s after a connect).
-        let idle = old == 0 && self.answered > 0;
-        self.buf.resize(old + READ_CHUNK, 0);
-        let (stream, shutdown) = (self.stream, &self.app.shutdown);
-        let target = &mut self.buf[old..];
-        let mut r: &Stream = stream;
-        let got = async {
-            if idle {
-                if let Err(e) = stream.readable().await {
-                    return Got::Read(Err(e));
-                }
-            }
-            Got::Read(AsyncReadExt::read(&mut r, target).await)
-        }
-        .or(async {
-            Timer::at(deadline).await;
-            Got::Timeout
-        })
-        .or(async {
-            shutdown.wait().await;
-            Got::Stop
-        })
-        .await;
-        let n = match &got {
-            Got::Read(Ok(n)) => *n,
-            _ => 0,
-        };
-        self.buf.truncate(old + n);
+        let got = async { Got::Ready(self.stream.readable().await) }
+            .or(async {
+                Timer::at(self.deadline).await;
+                Got::Timeout
+            })
+            .or(async {
+                self.app.shutdown.wait().await;
+                Got::Stop
+            })
+            .await;
         match got {
-            Got::Read(Ok(0)) | Got::Read(Err(_)) | Got::Stop => Err(Fail::Closed),
-            Got::Read(Ok(_)) => Ok(()),
+            Got::Ready(Ok(())) => Ok(()),
+            Got::Ready(Err(_)) | Got::Stop => Err(Fail::Closed),
             // An idle keep-alive connection just closes; a half-sent
             // request is told why.
             Got::Timeout if self.buf.is_empty() => Err(Fail::Closed),
@@ -216,84 +225,152 @@ impl Conn<'_> {
         }
     }
 
-    async fn read_head(&mut self) -> Result<Head, Fail> {
-        let deadline = Instant::now() + self.app.config.header_timeout;
+    /// Keeps what a waiting connection holds small: nothing when nothing is
+    /// pending, else about what is pending.
+    fn compact(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else if self.buf.capacity() > 2 * self.buf.len() + 256 {
+            self.buf.shrink_to(self.buf.len());
+        }
+    }
+
+    /// Reads what is there and answers every complete request in it.
+    async fn answer(&mut self, peer: SocketAddr) -> Step {
+        if self.read_now().is_err() && self.buf.is_empty() {
+            return Step::Close;
+        }
         loop {
             let blank = head::leading_blank_lines(&self.buf);
             self.buf.drain(..blank);
-            match head::find_end(&self.buf) {
-                Ok(Some(end)) => {
-                    let parsed = head::parse(&self.buf[..end]);
-                    self.buf.drain(..end);
-                    return parsed.map_err(|e| Fail::Refuse(ApiError::Head(e)));
-                }
+            let end = match head::find_end(&self.buf) {
+                Ok(Some(end)) => end,
                 Ok(None) if head::has_bad_byte(&self.buf) => {
-                    return Err(Fail::Refuse(ApiError::Head(head::HeadError::BadByte)))
+                    return self
+                        .refuse_step(ApiError::Head(head::HeadError::BadByte), false)
+                        .await
                 }
-                Ok(None) => self.read_more(deadline).await?,
-                Err(e) => return Err(Fail::Refuse(ApiError::Head(e))),
+                Ok(None) => return Step::NeedInput,
+                Err(e) => return self.refuse_step(ApiError::Head(e), false).await,
+            };
+            let head = match head::parse(&self.buf[..end]) {
+                Ok(h) => h,
+                Err(e) => return self.refuse_step(ApiError::Head(e), false).await,
+            };
+            let is_post = head.method == "POST";
+            let limit = self.app.config.max_message_bytes;
+            let body = match self.body_len(&head, end, limit) {
+                Err(e) => return self.refuse_step(e, is_post).await,
+                Ok(None) => {
+                    // The head is here, the body is not (all of it).
+                    if !self.continued {
+                        self.continued = true;
+                        self.deadline = Instant::now() + self.app.config.header_timeout;
+                        if head.expect_continue && head.framing != Framing::None {
+                            let stall = self.app.config.slow_timeout;
+                            let sent =
+                                write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", stall);
+                            if sent.await.is_err() {
+                                return Step::Close;
+                            }
+                        }
+                    }
+                    return Step::NeedInput;
+                }
+                Ok(Some(used)) => used,
+            };
+            // The whole request is in `buf`: take it.
+            let body_bytes = match head.framing {
+                Framing::None => Vec::new(),
+                Framing::Length(n) => self.buf[end..end + n as usize].to_vec(),
+                Framing::Chunked => match chunked::decode(&self.buf[end..], limit) {
+                    Ok(Some((body, _))) => body,
+                    _ => unreachable!("body_len checked it"),
+                },
+            };
+            self.buf.drain(..end + body);
+            self.continued = false;
+            let close = head.close;
+            let mut req = match decode(head.sanitized) {
+                Ok(r) => r,
+                Err(e) => return self.refuse_step(e, is_post).await,
+            };
+            let mut body_obj = Body::from_bytes(body_bytes);
+            // Without a Content-Type of its own, the request would take the
+            // body's (octet-stream); the SPEC reads a bare body as plain text.
+            body_obj.set_mime(http_types::mime::PLAIN);
+            req.set_body(body_obj);
+            let method = req.method();
+            match route(self.app, req, peer).await {
+                Reply::Response(res) => {
+                    let close = close || self.app.shutdown.is_triggered();
+                    if self.write_response(res, method, close).await.is_err() || close {
+                        return Step::Close;
+                    }
+                    self.answered += 1;
+                    self.deadline = Instant::now() + self.app.config.header_timeout;
+                }
+                Reply::Stream(start) => return Step::Stream(Box::new(start)),
+            }
+            if self.buf.is_empty() {
+                // Idle keep-alive: wait outside this (large, boxed) phase.
+                return Step::NeedInput;
             }
         }
     }
 
-    /// Reads the body the head announced and builds the request. Returns
-    /// it with whether the client asked to close.
-    async fn read_request(&mut self, head: Head) -> Result<(Request, bool), Fail> {
-        let limit = self.app.config.max_message_bytes;
-        if let Framing::Length(n) = head.framing {
-            if n > limit as u64 {
-                return Err(Fail::Refuse(ApiError::TooLarge(limit)));
-            }
-        }
-        if head.expect_continue && head.framing != Framing::None {
-            let stall = self.app.config.slow_timeout;
-            write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", stall)
-                .await
-                .map_err(|_| Fail::Closed)?;
-        }
-        let body = self.read_body(head.framing, limit).await?;
-        let mut req = decode(head.sanitized).map_err(Fail::Refuse)?;
-        let mut body = Body::from_bytes(body);
-        // Without a Content-Type of its own, the request would take the
-        // body's (octet-stream); the SPEC reads a bare body as plain text.
-        body.set_mime(http_types::mime::PLAIN);
-        req.set_body(body);
-        Ok((req, head.close))
-    }
-
-    async fn read_body(&mut self, framing: Framing, limit: usize) -> Result<Vec<u8>, Fail> {
-        let deadline = Instant::now() + self.app.config.header_timeout;
-        match framing {
-            Framing::None => Ok(Vec::new()),
-            Framing::Length(n) => {
-                let n = n as usize; // at most `limit`, checked above
-                while self.buf.len() < n {
-                    self.read_more(deadline).await?;
-                }
-                Ok(self.buf.drain(..n).collect())
-            }
-            Framing::Chunked => loop {
-                match chunked::decode(&self.buf, limit) {
-                    Ok(Some((body, used))) => {
-                        self.buf.drain(..used);
-                        return Ok(body);
-                    }
-                    // Framing overhead is bounded too: tiny chunks with long
-                    // extensions must not buffer without limit.
-                    Ok(None) if self.buf.len() > limit * 8 + 8192 => {
-                        return Err(Fail::Refuse(ApiError::TooLarge(limit)))
-                    }
-                    Ok(None) => self.read_more(deadline).await?,
-                    Err(chunked::ChunkError::TooLarge) => {
-                        return Err(Fail::Refuse(ApiError::TooLarge(limit)))
-                    }
-                    Err(chunked::ChunkError::Malformed) => {
-                        return Err(Fail::Refuse(ApiError::BadRequest(
-                            "malformed chunked body".into(),
-                        )))
-                    }
+    /// How many bytes after the head (ending at `end`) the body takes, if
+    /// it is all in `buf`; an error for a body that can never fit.
+    fn body_len(&self, head: &Head, end: usize, limit: usize) -> Result<Option<usize>, ApiError> {
+        let rest = &self.buf[end..];
+        match head.framing {
+            Framing::None => Ok(Some(0)),
+            Framing::Length(n) if n > limit as u64 => Err(ApiError::TooLarge(limit)),
+            Framing::Length(n) => Ok((rest.len() as u64 >= n).then_some(n as usize)),
+            Framing::Chunked => match chunked::decode(rest, limit) {
+                Ok(Some((_, used))) => Ok(Some(used)),
+                // Framing overhead is bounded too: tiny chunks with long
+                // extensions must not buffer without limit.
+                Ok(None) if rest.len() > limit * 8 + 8192 => Err(ApiError::TooLarge(limit)),
+                Ok(None) => Ok(None),
+                Err(chunked::ChunkError::TooLarge) => Err(ApiError::TooLarge(limit)),
+                Err(chunked::ChunkError::Malformed) => {
+                    Err(ApiError::BadRequest("malformed chunked body".into()))
                 }
             },
+        }
+    }
+
+    /// Refuses the request at hand (counted when it is a post) and closes.
+    async fn refuse_step(&mut self, err: ApiError, is_post: bool) -> Step {
+        if is_post {
+            self.app.metrics.post_refused(err.status());
+        }
+        self.refuse(err).await;
+        Step::Close
+    }
+
+    /// Reads more bytes into `buf`, waiting until `deadline` (only when
+    /// lingering after a refusal).
+    async fn read_more(&mut self, deadline: Instant) -> Result<(), Fail> {
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        let mut r: &Stream = self.stream;
+        let target = &mut self.buf[old..];
+        let got = async { Some(AsyncReadExt::read(&mut r, target).await) }
+            .or(async {
+                Timer::at(deadline).await;
+                None
+            })
+            .await;
+        let n = match &got {
+            Some(Ok(n)) => *n,
+            _ => 0,
+        };
+        self.buf.truncate(old + n);
+        match got {
+            Some(Ok(n)) if n > 0 => Ok(()),
+            _ => Err(Fail::Closed),
         }
     }
 
@@ -333,13 +410,6 @@ impl Conn<'_> {
                 return;
             }
             drained += self.buf.len();
-        }
-    }
-
-    /// Gives back a large read buffer between requests.
-    fn release_buffer(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > READ_CHUNK {
-            self.buf = Vec::new();
         }
     }
 }
