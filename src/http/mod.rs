@@ -390,15 +390,21 @@ fn health(app: &App) -> Response {
     if app.shutdown.is_triggered() {
         return ApiError::ShuttingDown.response();
     }
-    let full = app.memory.over();
-    let mut body = serde_json::json!({
-        "status": if full { "degraded" } else { "ok" },
-        "memory_bytes": app.memory.used(),
-        "memory_limit_bytes": app.memory.limit(),
-    });
-    if full {
-        body["reason"] = ApiError::MemoryFull.message().into();
+    #[derive(serde::Serialize)]
+    struct Health {
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        memory_bytes: usize,
+        memory_limit_bytes: usize,
     }
+    let full = app.memory.over();
+    let body = Health {
+        status: if full { "degraded" } else { "ok" },
+        reason: full.then(|| ApiError::MemoryFull.message()),
+        memory_bytes: app.memory.used(),
+        memory_limit_bytes: app.memory.limit(),
+    };
     let mut res = json(200, &body);
     res.insert_header("cache-control", "no-store");
     res
