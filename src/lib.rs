@@ -43,7 +43,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+pub mod accounts;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod history;

@@ -9,6 +9,23 @@ use smolchat::server;
 use smolchat::transform::{ConfigError as TransformError, Pipeline};
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if let Some(name) = args
+        .peek()
+        .and_then(|a| a.to_str())
+        .filter(|a| smolchat::cli::SUBCOMMANDS.contains(a))
+        .map(str::to_string)
+    {
+        let rest: Vec<_> = args.skip(1).collect();
+        let mut out = std::io::stdout().lock();
+        return match smolchat::cli::run(&name, rest, |k| std::env::var(k).ok(), &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smolchat {name}: {}", e.message());
+                ExitCode::from(e.code())
+            }
+        };
+    }
     let mut config = match config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help(text)) => {

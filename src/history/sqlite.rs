@@ -26,7 +26,8 @@ use super::Query;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE rooms (
         name    TEXT PRIMARY KEY,
         last_id INTEGER NOT NULL
@@ -40,7 +41,61 @@ const MIGRATIONS: &[&str] = &["
         time  INTEGER NOT NULL,
         PRIMARY KEY (room, id)
     ) WITHOUT ROWID;
-"];
+",
+    "
+    -- Accounts, tokens and access rules (written by `smolchat user`,
+    -- `token` and `access`, also while a server runs on the file), and
+    -- browser sessions (written by the server).
+    CREATE TABLE users (
+        name    TEXT PRIMARY KEY,
+        hash    TEXT NOT NULL,
+        admin   INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE tokens (
+        id        TEXT PRIMARY KEY,
+        user      TEXT NOT NULL,
+        hash      BLOB NOT NULL UNIQUE,
+        label     TEXT,
+        read_only INTEGER NOT NULL DEFAULT 0,
+        created   INTEGER NOT NULL,
+        expires   INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE rules (
+        who     TEXT NOT NULL,
+        pattern TEXT NOT NULL,
+        access  TEXT NOT NULL,
+        PRIMARY KEY (who, pattern)
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        hash    BLOB PRIMARY KEY,
+        user    TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Bumped by every change to users, tokens and rules: a running server
+    -- polls it to see changes made by the subcommands.
+    CREATE TABLE auth_version (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        v  INTEGER NOT NULL
+    );
+    INSERT INTO auth_version VALUES (0, 0);
+    CREATE TRIGGER users_ins AFTER INSERT ON users BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER users_upd AFTER UPDATE ON users BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER users_del AFTER DELETE ON users BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER tokens_ins AFTER INSERT ON tokens BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER tokens_upd AFTER UPDATE ON tokens BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER tokens_del AFTER DELETE ON tokens BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER rules_ins AFTER INSERT ON rules BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER rules_upd AFTER UPDATE ON rules BEGIN UPDATE auth_version SET v = v + 1; END;
+    CREATE TRIGGER rules_del AFTER DELETE ON rules BEGIN UPDATE auth_version SET v = v + 1; END;
+    -- Messages posted without an account where accounts exist, deleted
+    -- messages (their text gone), and delete events (which take the next
+    -- id of the room, so a client that resumes gets them).
+    ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN target INTEGER;
+",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -107,14 +162,40 @@ pub struct LoadedRoom {
 pub struct Db {
     conn: Connection,
     path: PathBuf,
-    /// Holds the `flock` for as long as the database is open.
-    _lock: std::fs::File,
+    /// Holds the `flock` (one server per file) for as long as the server's
+    /// database is open; `None` for the subcommands' connections.
+    _lock: Option<std::fs::File>,
+}
+
+/// Opens (creating if needed) and upgrades the file for reading and
+/// writing, without the one-server lock: for the subcommands (`smolchat
+/// user`, `token`, `access`), which may run while a server uses the file.
+/// SQLite's own locking (with a busy timeout) keeps their writes safe.
+pub fn open_shared(path: &Path) -> Result<Connection, StoreError> {
+    let mut db = Db::open_unlocked(path, SyncMode::Full)?;
+    db.migrate()?;
+    Ok(db.conn)
 }
 
 impl Db {
     /// Opens (creating if needed) and upgrades the file, and checks that it
-    /// can be written.
+    /// can be written. Takes the one-server lock.
     pub fn open(path: &Path, sync: SyncMode) -> Result<Db, StoreError> {
+        let mut db = Db::open_unlocked(path, sync)?;
+        let lock = std::fs::File::open(path)
+            .map_err(|e| StoreError(format!("database {}: {e}", path.display())))?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(StoreError(format!(
+                "database {}: in use by another smolchat",
+                path.display()
+            )));
+        }
+        db._lock = Some(lock);
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn open_unlocked(path: &Path, sync: SyncMode) -> Result<Db, StoreError> {
         let ctx = |e: rusqlite::Error| {
             StoreError(format!("database {}: {}", path.display(), explain(&e)))
         };
@@ -128,14 +209,6 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(ctx)?;
-        let lock = std::fs::File::open(path)
-            .map_err(|e| StoreError(format!("database {}: {e}", path.display())))?;
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            return Err(StoreError(format!(
-                "database {}: in use by another smolchat",
-                path.display()
-            )));
-        }
         conn.busy_timeout(std::time::Duration::from_secs(1))
             .map_err(ctx)?;
         // The first real read: a file that is not SQLite fails here.
@@ -154,13 +227,11 @@ impl Db {
         };
         conn.pragma_update(None, "synchronous", level)
             .map_err(ctx)?;
-        let mut db = Db {
+        Ok(Db {
             conn,
             path: path.to_path_buf(),
-            _lock: lock,
-        };
-        db.migrate()?;
-        Ok(db)
+            _lock: None,
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {

@@ -1,0 +1,230 @@
+//! The subcommands that manage accounts: `smolchat user`, `smolchat token`
+//! and `smolchat access`, one file each. `main` hands them the arguments
+//! after the subcommand's name; each works on the database file named by
+//! `--db` (or `SMOLCHAT_DB`, default `smolchat.db`), also while a server
+//! runs on it: the server sees the change within a second.
+//!
+//! Errors are one line on stderr: exit code 2 for a usage error, 1 for one
+//! the database or the terminal gave.
+
+mod access;
+mod token;
+mod user;
+
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use crate::accounts::store::AccountsDb;
+
+/// The subcommand names `main` dispatches here.
+pub const SUBCOMMANDS: &[&str] = &["user", "token", "access"];
+
+/// Why a subcommand failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments (exit code 2).
+    Usage(String),
+    /// The database, the terminal or the system failed (exit code 1).
+    Failed(String),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Failed(_) => 1,
+        }
+    }
+
+    /// The message, one line.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Failed(m) => m,
+        }
+    }
+}
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure::Usage(msg.into()))
+}
+
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure::Failed(e.to_string())
+}
+
+/// Arguments split into positionals and `--flag [value]` pairs.
+pub(crate) struct Args {
+    pub(crate) positional: Vec<String>,
+    flags: Vec<(String, Option<String>)>,
+}
+
+impl Args {
+    /// Splits `args`; `with_value` names the flags that take a value.
+    fn parse(args: Vec<OsString>, with_value: &[&str]) -> Result<Args, Failure> {
+        let mut positional = Vec::new();
+        let mut flags = Vec::new();
+        let mut parser = lexopt::Parser::from_args(args);
+        loop {
+            match parser.next() {
+                Ok(Some(lexopt::Arg::Long(name))) => {
+                    let name = name.to_string();
+                    let value = if with_value.contains(&name.as_str()) {
+                        let v = parser
+                            .value()
+                            .map_err(|_| Failure::Usage(format!("--{name} needs a value")))?;
+                        Some(
+                            v.into_string()
+                                .map_err(|_| Failure::Usage(format!("--{name}: not UTF-8")))?,
+                        )
+                    } else {
+                        None
+                    };
+                    flags.push((name, value));
+                }
+                Ok(Some(lexopt::Arg::Short(c))) => return usage(format!("unknown flag -{c}")),
+                Ok(Some(lexopt::Arg::Value(v))) => positional.push(
+                    v.into_string()
+                        .map_err(|_| Failure::Usage("an argument is not UTF-8".into()))?,
+                ),
+                Ok(None) => break,
+                Err(e) => return usage(e.to_string()),
+            }
+        }
+        Ok(Args { positional, flags })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|(n, _)| n == name)
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Fails on a flag not in `known`.
+    fn only(&self, known: &[&str]) -> Result<(), Failure> {
+        match self
+            .flags
+            .iter()
+            .find(|(n, _)| !known.contains(&n.as_str()))
+        {
+            Some((n, _)) => usage(format!("unknown flag --{n}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs subcommand `name` with `args` (after the name); `env` looks up
+/// `SMOLCHAT_DB`. Output goes to `out`.
+pub fn run(
+    name: &str,
+    args: Vec<OsString>,
+    env: impl Fn(&str) -> Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let args = Args::parse(args, &["db", "expires", "label"])?;
+    if args.flag("help") {
+        let _ = write!(out, "{}", help(name));
+        return Ok(());
+    }
+    let db = args
+        .value("db")
+        .map(str::to_string)
+        .or_else(|| env("SMOLCHAT_DB"))
+        .unwrap_or_else(|| "smolchat.db".into());
+    if db == ":memory:" {
+        return usage(
+            "accounts live in the database file; --db :memory: keeps none (give the server's --db)",
+        );
+    }
+    let open = || AccountsDb::open(&PathBuf::from(&db)).map_err(failed);
+    match name {
+        "user" => user::run(&args, open, out),
+        "token" => token::run(&args, open, out),
+        "access" => access::run(&args, open, out),
+        _ => usage(format!("unknown subcommand {name}")),
+    }
+}
+
+/// The help text of a subcommand.
+pub fn help(name: &str) -> String {
+    let body = match name {
+        "user" => {
+            "smolchat user add NAME [--admin] [--password-stdin]   add an account (password asked twice, or one line on stdin)\n\
+             smolchat user passwd NAME [--password-stdin]          change its password (ends its browser sessions)\n\
+             smolchat user del NAME                                delete it, with its tokens, sessions and rules\n\
+             smolchat user list                                    list accounts\n"
+        }
+        "token" => {
+            "smolchat token add NAME [--expires 30d] [--read-only] [--label TEXT]   make a token (printed once)\n\
+             smolchat token list [NAME]                                           list tokens (ids, never the tokens)\n\
+             smolchat token remove TOKEN-ID                                       revoke one\n"
+        }
+        _ => {
+            "smolchat access USER|everyone ROOM-PATTERN rw|ro|wo|deny   set a rule (patterns like team-*)\n\
+             smolchat access list                                      list rules\n\
+             smolchat access reset                                     delete every rule\n"
+        }
+    };
+    format!(
+        "{body}\nEvery subcommand takes --db PATH (or SMOLCHAT_DB; default smolchat.db), \
+         also while the server runs on it: the server sees the change within a second.\n"
+    )
+}
+
+/// A new password: one line from stdin, or asked twice on the terminal
+/// without echo. At least 8 characters.
+fn new_password(from_stdin: bool) -> Result<String, Failure> {
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(failed)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let a = ask_hidden("password: ")?;
+        let b = ask_hidden("again: ")?;
+        if a != b {
+            return Err(Failure::Failed("the passwords differ".into()));
+        }
+        a
+    };
+    if pw.chars().count() < 8 {
+        return usage("a password needs at least 8 characters");
+    }
+    Ok(pw)
+}
+
+/// Reads a line from the terminal with echo off.
+fn ask_hidden(prompt: &str) -> Result<String, Failure> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| {
+            Failure::Failed(format!(
+                "no terminal to ask for a password ({e}); use --password-stdin"
+            ))
+        })?;
+    let saved = tcgetattr(&tty).map_err(failed)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&tty, OptionalActions::Now, &quiet).map_err(failed)?;
+    let mut w = &tty;
+    let _ = w.write_all(prompt.as_bytes());
+    let _ = w.flush();
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
+    let _ = w.write_all(b"\n");
+    read.map_err(failed)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
