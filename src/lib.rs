@@ -5,11 +5,13 @@
 //! # Crate map
 //!
 //! ```text
-//! main.rs        config -> bind -> server::run(listener, app)
+//! main.rs        subcommands, or config -> bind -> server::run(listener, app)
 //! config.rs      flags + SMOLCHAT_* env -> validated Config (pure)
 //! server.rs      executor threads, accept loop, connection limit, signals, drain
 //! shutdown.rs    shutdown signal and open-connection tracker
-//! app.rs         App: Clone handle on shared state (rooms, metrics, limits)
+//! app.rs         App: Clone handle on shared state (rooms, memory, metrics, limits)
+//! cli/           smolchat user / token / access: accounts in the database file
+//! memory.rs      the memory budget: one counter for every message in memory
 //! http/          conn.rs keep-alive loop and stream driver, head.rs the guard,
 //!                chunked.rs, body.rs POST decoding, mod.rs the router,
 //!                reply.rs errors + CORS, sse.rs chunk framing, page.rs the page
@@ -18,7 +20,8 @@
 //! event.rs       stream events and their one SSE encoding (shared Frames)
 //! history/       the in-memory window of each room, the SQLite store
 //! transform/     message pipeline
-//! message.rs     RoomName, UserName, Message, Span, Timestamp
+//! accounts/      users, tokens, rules, sessions: who is asking, what they may do
+//! message.rs     RoomName, UserName, Message, Span, Timestamp, the text policy
 //! rate.rs        token bucket per client
 //! metrics.rs     counters -> Prometheus text
 //! ```

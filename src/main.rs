@@ -75,9 +75,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("smolchat listening on http://{addr}");
-    let _ = std::io::stdout().flush();
-    let result = server::run(listener, app.clone());
+    let result = server::run(listener, app.clone(), || {
+        println!("smolchat listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    });
     // Commit whatever posts are still queued before exiting.
     app.close_store();
     match result {

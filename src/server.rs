@@ -44,8 +44,11 @@ pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
 }
 
 /// Runs the server on `listener` until SIGINT/SIGTERM (or until
-/// `app.shutdown` is triggered), then drains and returns.
-pub fn run(listener: StdListener, app: App) -> io::Result<()> {
+/// `app.shutdown` is triggered), then drains and returns. `ready` runs
+/// once the signals are handled and connections are about to be accepted:
+/// a SIGTERM sent as soon as the ready line appears is a clean stop, never
+/// the default action (death by signal).
+pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<()> {
     let listener = Async::new(listener)?;
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
@@ -61,6 +64,7 @@ pub fn run(listener: StdListener, app: App) -> io::Result<()> {
     let result = smol::block_on(ex.run(async {
         use async_signal::{Signal, Signals};
         let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Xfsz])?;
+        ready();
         let shutdown = app.shutdown.clone();
         ex.spawn(async move {
             while let Some(sig) = signals.next().await {

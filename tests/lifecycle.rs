@@ -155,3 +155,15 @@ fn the_ready_line_names_the_real_port() {
     assert_ne!(s.addr.port(), 0);
     assert_eq!(s.get("/healthz").status, 200);
 }
+
+#[test]
+fn regression_sigterm_right_after_the_ready_line_is_a_clean_stop() {
+    // The ready line used to come before the signal handlers: a SIGTERM
+    // sent on seeing it could kill the process by the default action.
+    for _ in 0..10 {
+        let mut s = Server::start(&[]);
+        s.signal("TERM");
+        let status = s.wait_exit(WAIT).expect("exited");
+        assert!(status.success(), "{status:?}");
+    }
+}
