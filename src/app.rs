@@ -30,6 +30,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::history::sqlite::{Db, LoadedRoom, StoreError};
 use crate::history::writer::WriterConfig;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub store: Store,
     /// Reads what memory does not hold (with a database).
     pub reader: Option<Reader>,
+    /// Users, tokens, access rules and sessions.
+    pub accounts: Arc<Accounts>,
     /// The memory budget messages are charged to.
     pub memory: Arc<Memory>,
     /// Post rate limit.
@@ -110,11 +113,12 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let memory = Arc::new(Memory::new(config.memory_limit));
         if config.db == ":memory:" {
+            let accounts =
+                Arc::new(Accounts::open(None, config.default_access).map_err(StoreError)?);
             return Ok(Self::new(
                 config,
                 pipeline,
-                metrics,
-                memory,
+                (metrics, memory, accounts),
                 Store::Memory,
                 None,
             ));
@@ -129,12 +133,16 @@ impl App {
         };
         let thread = |e: std::io::Error| StoreError(format!("cannot start a database thread: {e}"));
         let writer = Writer::start(db, writer_config, metrics.clone()).map_err(thread)?;
-        let reader = Reader::start(path, memory.clone()).map_err(thread)?;
+        let reader = Reader::start(path.clone(), memory.clone()).map_err(thread)?;
+        let accounts = Arc::new(
+            Accounts::open(Some(path), config.default_access)
+                .map_err(|e| StoreError(format!("database {}: {e}", config.db)))?,
+        );
+        accounts.watch().map_err(thread)?;
         Ok(Self::new(
             config,
             pipeline,
-            metrics,
-            memory,
+            (metrics, memory, accounts),
             Store::Sqlite(writer),
             Some(reader),
         ))
@@ -143,11 +151,13 @@ impl App {
     /// State with history in memory only.
     pub fn in_memory(config: Config, pipeline: Pipeline) -> Self {
         let memory = Arc::new(Memory::new(config.memory_limit));
+        let accounts = Arc::new(
+            Accounts::open(None, config.default_access).expect("no file, nothing to fail"),
+        );
         Self::new(
             config,
             pipeline,
-            Arc::new(Metrics::default()),
-            memory,
+            (Arc::new(Metrics::default()), memory, accounts),
             Store::Memory,
             None,
         )
@@ -156,8 +166,7 @@ impl App {
     fn new(
         config: Config,
         pipeline: Pipeline,
-        metrics: Arc<Metrics>,
-        memory: Arc<Memory>,
+        (metrics, memory, accounts): (Arc<Metrics>, Arc<Memory>, Arc<Accounts>),
         store: Store,
         reader: Option<Reader>,
     ) -> Self {
@@ -166,6 +175,7 @@ impl App {
             store,
             reader,
             memory,
+            accounts,
             rate: RateLimiter::new(config.rate, config.rate_burst),
             cors: Cors::new(&config.allow_origins),
             pipeline,

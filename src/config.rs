@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::accounts::rules::Access;
 use crate::history::sqlite::SyncMode;
 use crate::memory::{format_size, parse_size};
 use crate::transform::{parse_names, CensorMode, TransformConfig};
@@ -71,6 +72,8 @@ const FLAGS: &[Flag] = &[
     flag("censor-mode", Some("MODE"), "mask", "censor: mask listed words (****) or refuse the message (422)"),
     flag("rate", Some("N"), "5", "posts per second per client (0 turns the limit off)"),
     flag("rate-burst", Some("N"), "10", "posts a client may send at once before --rate applies"),
+    flag("default-access", Some("LEVEL"), "read-write", "what anyone may do where no rule says otherwise: read-write, read-only, write-only, deny"),
+    flag("edit-window", Some("DURATION"), "5m", "how long authors may delete their own messages"),
     flag("trust-proxy", None, "off", "take the client address from the first X-Forwarded-For hop"),
     flag("allow-origin", Some("ORIGIN"), "none", "CORS origin allowed to use the API (repeatable, or *)"),
 ];
@@ -116,6 +119,10 @@ pub struct Config {
     pub rate: u32,
     /// Token bucket size for the rate limit.
     pub rate_burst: u32,
+    /// What anyone may do where no access rule says otherwise.
+    pub default_access: Access,
+    /// How long an author may delete their own message.
+    pub edit_window: Duration,
     /// Whether `X-Forwarded-For` names the client.
     pub trust_proxy: bool,
     /// CORS origins; `*` allows any.
@@ -368,8 +375,18 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
             }
         }
     };
+    let default_access = match one("default-access") {
+        None => Access::ReadWrite,
+        Some(s) => Access::parse(s).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid value for --default-access: expected read-write, read-only, write-only or deny, got {s:?}"
+            ))
+        })?,
+    };
     Ok(Config {
         addr,
+        default_access,
+        edit_window: dur("edit-window", Duration::from_secs(300))?,
         db,
         sync,
         max_age,

@@ -297,6 +297,8 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
 ///     text: "hi".into(),
 ///     time: Timestamp(0),
 ///     spans: None,
+///     guest: false,
+///     deleted: false,
 /// };
 /// let frame = encode(&Event::Message(&msg));
 /// assert_eq!(message_json(&frame), serde_json::to_vec(&msg).unwrap());
@@ -332,6 +334,8 @@ mod tests {
             text: text.into(),
             time: Timestamp(1_795_341_600),
             spans: None,
+            guest: false,
+            deleted: false,
         }
     }
 

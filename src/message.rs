@@ -398,6 +398,18 @@ pub struct Message {
     /// The text split into code and prose, when it holds code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spans: Option<Vec<Span>>,
+    /// Posted without an account on a server that has accounts: the name
+    /// is whatever the poster typed (`"guest":true`, only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub guest: bool,
+    /// Deleted by its author or an admin: its text and spans are gone
+    /// (`"deleted":true`, only when true).
+    #[serde(skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 #[cfg(test)]
@@ -531,6 +543,8 @@ mod tests {
             text: "hi 🙂".into(),
             time: Timestamp(1_795_341_600),
             spans: None,
+            guest: false,
+            deleted: false,
         };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Statuses a refused post is counted under.
-pub const REFUSED_STATUSES: [u16; 8] = [400, 404, 408, 413, 415, 422, 429, 503];
+pub const REFUSED_STATUSES: [u16; 10] = [400, 401, 403, 404, 408, 413, 415, 422, 429, 503];
 
 /// Live counters, updated from any thread.
 #[derive(Debug, Default)]

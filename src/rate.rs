@@ -1,4 +1,5 @@
-//! Per-client post rate limit: a token bucket per client address.
+//! Per-client post rate limit: a token bucket per client: its account when
+//! it is signed in, else its address.
 //!
 //! `--rate` tokens per second refill a bucket of `--rate-burst`; a post
 //! takes one. Time comes in as an argument, so the rules are tested without
@@ -8,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use crate::message::UserName;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,12 +23,27 @@ struct Bucket {
     at: Instant,
 }
 
+/// Whom a bucket is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// An address (IPv6 by /64).
+    Address(IpAddr),
+    /// A signed-in account, wherever it posts from.
+    Account(UserName),
+}
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Client {
+        Client::Address(client_key(ip))
+    }
+}
+
 /// The rate limiter.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<Client, Bucket>>,
 }
 
 impl RateLimiter {
@@ -48,17 +66,17 @@ impl RateLimiter {
     /// use smolchat::rate::RateLimiter;
     ///
     /// let limiter = RateLimiter::new(1, 2);
-    /// let (ip, now) = ("10.0.0.1".parse().unwrap(), Instant::now());
+    /// let (ip, now): (std::net::IpAddr, _) = ("10.0.0.1".parse().unwrap(), Instant::now());
     /// assert!(limiter.check(ip, now).is_ok());
     /// assert!(limiter.check(ip, now).is_ok());
     /// assert_eq!(limiter.check(ip, now), Err(Duration::from_secs(1)));
     /// assert!(limiter.check(ip, now + Duration::from_secs(1)).is_ok());
     /// ```
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, client: impl Into<Client>, now: Instant) -> Result<(), Duration> {
         if self.rate == 0.0 {
             return Ok(());
         }
-        let key = client_key(client);
+        let key = client.into();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&key) && map.len() >= MAX_CLIENTS {
             self.prune(&mut map, now);
@@ -79,13 +97,13 @@ impl RateLimiter {
     }
 
     /// Drops buckets that have refilled; if none has, the stalest one.
-    fn prune(&self, map: &mut HashMap<IpAddr, Bucket>, now: Instant) {
+    fn prune(&self, map: &mut HashMap<Client, Bucket>, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
         map.retain(|_, b| {
             b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
         });
         if map.len() >= MAX_CLIENTS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| *k) {
+            if let Some(oldest) = map.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| k.clone()) {
                 map.remove(&oldest);
             }
         }

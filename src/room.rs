@@ -161,6 +161,8 @@ pub struct NewMessage {
     pub text: String,
     /// Code spans from the `code` transform.
     pub spans: Option<Vec<Span>>,
+    /// Posted without an account where accounts exist.
+    pub guest: bool,
 }
 
 impl Message {
@@ -172,6 +174,8 @@ impl Message {
             text: new.text,
             time,
             spans: new.spans,
+            guest: new.guest,
+            deleted: false,
         }
     }
 }
@@ -710,6 +714,7 @@ mod tests {
             user: UserName::anonymous(),
             text: text.into(),
             spans: None,
+            guest: false,
         }
     }
 

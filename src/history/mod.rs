@@ -304,6 +304,8 @@ mod tests {
                 text: format!("m{id}"),
                 time: Timestamp(0),
                 spans: None,
+                guest: false,
+                deleted: false,
             };
             let frame = encode(&Event::Message(&msg));
             h.push(Entry {

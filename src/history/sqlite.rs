@@ -284,7 +284,7 @@ impl Db {
         let tx = self.conn.transaction().map_err(ctx)?;
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO messages (room, id, user, text, spans, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .prepare_cached("INSERT INTO messages (room, id, user, text, spans, time, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                 .map_err(ctx)?;
             for m in messages {
                 let spans = m
@@ -298,7 +298,8 @@ impl Db {
                         m.user.as_str(),
                         m.text,
                         spans,
-                        m.time.0
+                        m.time.0,
+                        m.guest
                     ])
                     .map_err(ctx)?;
             }
@@ -362,8 +363,12 @@ pub struct ReadOnly {
     path: PathBuf,
 }
 
-/// Columns of a message row, in the order the queries below select them.
-type Row = (i64, String, String, Option<String>, i64);
+/// Columns of a message row, in the order the queries below select them:
+/// id, user, text, spans, time, guest, deleted.
+type Row = (i64, String, String, Option<String>, i64, bool, bool);
+
+/// The columns [`Row`] reads.
+const COLUMNS: &str = "id, user, text, spans, time, guest, deleted";
 
 impl ReadOnly {
     /// Opens `path` for reading; it must exist (the writer creates it).
@@ -423,7 +428,7 @@ impl ReadOnly {
         let last_id = u64::try_from(last_id).unwrap_or(0);
         // One more than asked: whether there is more tells `complete`.
         let rows = self.rows(
-            "SELECT id, user, text, spans, time FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+            &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT ?2"),
             params![name.as_str(), clamp(n.saturating_add(1))],
         )?;
         let total = rows.len();
@@ -457,8 +462,7 @@ impl ReadOnly {
     ) -> Result<(Vec<Message>, Option<u64>), StoreError> {
         let rows = match *query {
             Query::After { after, upto, limit } => self.rows(
-                "SELECT id, user, text, spans, time FROM messages
-                 WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4",
+                &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"),
                 params![
                     name.as_str(),
                     clamp_u64(after),
@@ -468,8 +472,7 @@ impl ReadOnly {
             )?,
             Query::Newest { upto, n } => {
                 let mut rows = self.rows(
-                    "SELECT id, user, text, spans, time FROM messages
-                     WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3",
+                    &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"),
                     params![name.as_str(), clamp_u64(upto), clamp(n)],
                 )?;
                 rows.reverse();
@@ -488,7 +491,15 @@ impl ReadOnly {
     fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.query_map(params, |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
@@ -498,7 +509,7 @@ impl ReadOnly {
 /// A stored row as a message of `room`. Names and spans were valid when
 /// written; a file edited by hand gets `anonymous` and no spans rather than
 /// an error.
-fn message(room: &RoomName, (id, user, text, spans, time): Row) -> Message {
+fn message(room: &RoomName, (id, user, text, spans, time, guest, deleted): Row) -> Message {
     Message {
         id: u64::try_from(id).unwrap_or(0),
         room: room.clone(),
@@ -506,6 +517,8 @@ fn message(room: &RoomName, (id, user, text, spans, time): Row) -> Message {
         text,
         time: Timestamp(time),
         spans: spans.and_then(|s| serde_json::from_str::<Vec<Span>>(&s).ok()),
+        guest,
+        deleted,
     }
 }
 
@@ -565,6 +578,8 @@ mod tests {
             text: format!("m{id}"),
             time: Timestamp(time),
             spans: (id % 2 == 0).then(|| vec![Span::Code { code: "x".into() }]),
+            guest: false,
+            deleted: false,
         }
     }
 

@@ -285,6 +285,8 @@ fn commit(db: &mut Option<Db>, batch: Vec<Job>, config: &WriterConfig, metrics: 
                 text: job.new.text.clone(),
                 time: job.time,
                 spans: job.new.spans.clone(),
+                guest: job.new.guest,
+                deleted: false,
             }
         })
         .collect();

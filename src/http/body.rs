@@ -134,6 +134,37 @@ pub fn decode(
     })
 }
 
+/// The `user` and `password` of a sign-in: a form or JSON body.
+pub fn credentials(content_type: Option<&str>, body: &[u8]) -> Result<(String, String), ApiError> {
+    let body = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("body is not valid utf-8".into()))?;
+    let missing = || ApiError::BadRequest("give user and password".into());
+    match kind(content_type)? {
+        Kind::Json => {
+            #[derive(Deserialize)]
+            struct Login {
+                user: String,
+                password: String,
+            }
+            let l: Login = serde_json::from_str(body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid json: {e}")))?;
+            Ok((l.user, l.password))
+        }
+        _ => {
+            let mut user = None;
+            let mut password = None;
+            for (k, v) in form_urlencoded::parse(body.as_bytes()) {
+                match &*k {
+                    "user" => user = Some(v.into_owned()),
+                    "password" => password = Some(v.into_owned()),
+                    _ => {}
+                }
+            }
+            Ok((user.ok_or_else(missing)?, password.ok_or_else(missing)?))
+        }
+    }
+}
+
 fn given(user: Option<&str>) -> Option<&str> {
     user.filter(|u| !u.trim().is_empty())
 }

@@ -42,8 +42,10 @@ use super::head::{self, Framing, Head};
 use super::reply::ApiError;
 use super::sse;
 use super::{chunked, route, Reply, StreamStart};
+use crate::accounts::{Accounts, Identity};
 use crate::app::App;
 use crate::event::{self, Frame};
+use crate::message::RoomName;
 use crate::room::Room;
 
 /// Send buffer for event streams: small, so a client that stops reading
@@ -571,6 +573,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
         mut sub,
         frames,
         per_client: _per_client,
+        who,
     } = start;
     app.metrics.subscribers.fetch_add(1, Relaxed);
     struct Gauge<'a>(&'a App);
@@ -616,10 +619,17 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     // see few of them; its state stays out of the stream's own size.
     let room = sub.room().clone();
     let mut presence = Box::pin(presence_due(room.clone(), sub.presence_seen(), None));
+    // Accounts change only with a database (the subcommands write there);
+    // then a revoked token, a deleted user or a new rule ends the stream.
+    let accounts = app.reader.is_some().then(|| app.accounts.clone());
+    let mut revoked = accounts
+        .clone()
+        .map(|a| Box::pin(access_lost(a, who.clone(), room.name().clone())));
     let mut batch: Vec<Frame> = Vec::new();
     enum Ev {
         Frame(Result<Frame, async_broadcast::RecvError>),
         Presence,
+        Revoked,
         Ping,
         Gone,
         Stop,
@@ -634,6 +644,13 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 .or(async {
                     presence.as_mut().await;
                     Ev::Presence
+                })
+                .or(async {
+                    match revoked.as_mut() {
+                        Some(r) => r.as_mut().await,
+                        None => future::pending().await,
+                    }
+                    Ev::Revoked
                 })
                 .or(async {
                     (&mut ping).await;
@@ -665,6 +682,14 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
                 }
                 sub.taken();
                 sse::chunk_size(len, &mut out);
+            }
+            Ev::Revoked => {
+                log::info!(
+                    "ended a stream on {}: its reader may no longer read it",
+                    room.name()
+                );
+                let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+                return;
             }
             Ev::Presence => {
                 if let Some(update) = sub.presence_update() {
@@ -750,6 +775,19 @@ async fn presence_due(room: Arc<Room>, seen: u64, not_before: Option<Instant>) {
         Timer::at(t).await;
     }
     room.presence_after(seen).await;
+}
+
+/// Resolves once `who` may no longer read `room`: its token was revoked or
+/// expired, its account deleted, its password changed, its session ended,
+/// or a rule now denies it. Checked after every change to accounts.
+async fn access_lost(accounts: Arc<Accounts>, who: Identity, room: RoomName) {
+    loop {
+        let seen = accounts.version();
+        if !accounts.still_valid(&who) || !accounts.access(&who, &room).read() {
+            return;
+        }
+        accounts.changed_after(seen).await;
+    }
 }
 
 /// Resolves when the peer closes its end (or the socket fails), so a

@@ -7,6 +7,7 @@
 //! of an event stream that the connection then drives. Because it needs no
 //! socket, router tests call it directly with built requests.
 
+pub mod auth;
 pub mod body;
 pub mod chunked;
 pub mod conn;
@@ -21,15 +22,18 @@ use std::time::Instant;
 use futures_lite::AsyncReadExt;
 use http_types::{Method, Request, Response};
 
+use crate::accounts::rules::Access;
+use crate::accounts::Identity;
 use crate::app::App;
 use crate::event::{self, Frame};
 use crate::history::reader::Found;
 use crate::history::{store_gap, Query};
 use crate::message::{RoomName, Timestamp, UserName};
-use crate::rate::retry_after_secs;
+use crate::rate::{self, retry_after_secs};
 use crate::room::{NewMessage, PublishError, Replay, Subscription};
 use crate::shutdown::AddressGuard;
 use crate::transform::Draft;
+use auth::Want;
 use reply::{json, ApiError};
 
 /// What the router answers.
@@ -52,6 +56,8 @@ pub struct StreamStart {
     pub frames: Vec<Frame>,
     /// Counts the stream against its client's cap behind a trusted proxy.
     pub per_client: Option<AddressGuard>,
+    /// Who opened it: the stream closes when they lose the right to read.
+    pub who: Identity,
 }
 
 /// The resources the API knows, from a path.
@@ -63,6 +69,9 @@ enum Resource {
     Rooms,
     Health,
     Metrics,
+    Login,
+    Logout,
+    Me,
 }
 
 impl Resource {
@@ -71,6 +80,7 @@ impl Resource {
         match self {
             Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Events(_) => "GET, OPTIONS",
+            Resource::Login | Resource::Logout => "POST, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -95,6 +105,9 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
         ["rooms", name, "messages"] => Resource::Messages(room(name)?),
         ["healthz"] => Resource::Health,
         ["metrics"] => Resource::Metrics,
+        ["login"] => Resource::Login,
+        ["logout"] => Resource::Logout,
+        ["me"] => Resource::Me,
         _ => return Ok(None),
     }))
 }
@@ -111,22 +124,31 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         _ if method == Method::Options => Ok(preflight(app, origin.as_deref())),
         Err(e) => Err(e),
         Ok(None) => Err(ApiError::NotFound),
-        Ok(Some(res)) => match (method, res) {
-            (Method::Get | Method::Head, Resource::Page(name)) => {
-                Ok(Reply::Response(page::serve(name, &req)))
+        // The page and the health check are for everyone, always.
+        Ok(Some(Resource::Page(name))) if matches!(method, Method::Get | Method::Head) => {
+            Ok(Reply::Response(page::serve(name, &req)))
+        }
+        Ok(Some(Resource::Health)) if matches!(method, Method::Get | Method::Head) => {
+            Ok(Reply::Response(health(app)))
+        }
+        Ok(Some(res)) => {
+            let stream_get = method == Method::Get && matches!(res, Resource::Events(_));
+            match auth::identify(app, &req, stream_get).await {
+                Err(e) => Err(e),
+                // The session cookie rides along with any request to this
+                // host, a cross-site form's too: writes it authenticates must
+                // come from the page itself.
+                Ok(asker)
+                    if asker.by_cookie
+                        && matches!(method, Method::Post | Method::Delete)
+                        && !auth::same_origin(&req) =>
+                {
+                    let _ = asker;
+                    Err(ApiError::Forbidden("cross-site request refused".into()))
+                }
+                Ok(asker) => dispatch(app, &mut req, res, peer, asker).await,
             }
-            (Method::Get, Resource::Events(room)) => stream(app, &req, &room, peer).await,
-            (Method::Post, Resource::Messages(room)) => post(app, &mut req, &room, peer).await,
-            (Method::Get | Method::Head, Resource::Messages(room)) => {
-                history(app, &req, &room).await
-            }
-            (Method::Get | Method::Head, Resource::Rooms) => {
-                app.rooms().await.map(|r| Reply::Response(json(200, &r)))
-            }
-            (Method::Get | Method::Head, Resource::Health) => Ok(Reply::Response(health(app))),
-            (Method::Get | Method::Head, Resource::Metrics) => Ok(Reply::Response(metrics(app))),
-            (_, res) => Err(ApiError::MethodNotAllowed(res.allow())),
-        },
+        }
     };
     if let Err(e) = &result {
         if method == Method::Post {
@@ -143,6 +165,33 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
     }
     reply::secure(res);
     reply
+}
+
+/// Answers a request to `res` from `asker` (identified, and past the
+/// cross-site check).
+async fn dispatch(
+    app: &App,
+    req: &mut Request,
+    res: Resource,
+    peer: SocketAddr,
+    asker: auth::Asker,
+) -> Result<Reply, ApiError> {
+    match (req.method(), res) {
+        (Method::Get, Resource::Events(room)) => stream(app, req, &room, peer, asker).await,
+        (Method::Post, Resource::Messages(room)) => post(app, req, &room, peer, &asker).await,
+        (Method::Get | Method::Head, Resource::Messages(room)) => {
+            auth::require(app, &asker, &room, Want::Read)?;
+            history(app, req, &room).await
+        }
+        (Method::Get | Method::Head, Resource::Rooms) => rooms(app, &asker).await,
+        (Method::Get | Method::Head, Resource::Metrics) => metrics(app, req, peer, &asker),
+        (Method::Get | Method::Head, Resource::Me) => {
+            Ok(Reply::Response(json(200, &auth::Me::of(app, &asker))))
+        }
+        (Method::Post, Resource::Login) => login(app, req, peer).await,
+        (Method::Post, Resource::Logout) => logout(app, req).await,
+        (_, res) => Err(ApiError::MethodNotAllowed(res.allow())),
+    }
 }
 
 /// A header as text. http-types has already checked it is ASCII.
@@ -178,10 +227,12 @@ async fn stream(
     req: &Request,
     room: &RoomName,
     peer: SocketAddr,
+    asker: auth::Asker,
 ) -> Result<Reply, ApiError> {
     if app.shutdown.is_triggered() {
         return Err(ApiError::ShuttingDown);
     }
+    auth::require(app, &asker, room, Want::Read)?;
     // Behind a trusted proxy every connection comes from the proxy, so the
     // per-client cap counts streams by forwarded address instead.
     let per_client = if app.config.trust_proxy {
@@ -204,11 +255,26 @@ async fn stream(
         Some(id) => Some(id),
         None => query_u64(req, "since")?,
     };
-    let user = match query(req, "user") {
+    let named = match query(req, "user") {
         Some(u) if !u.is_empty() => {
             Some(UserName::parse(&u).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
         _ => None,
+    };
+    // Presence shows the account's name; nobody else may show it.
+    let user = match asker.who.user() {
+        Some(account) => {
+            if named.as_ref().is_some_and(|n| n != account) {
+                return Err(signed_in_as(account));
+            }
+            Some(account.clone())
+        }
+        None => {
+            if let Some(n) = named.as_ref().filter(|n| app.accounts.is_registered(n)) {
+                return Err(reserved(n));
+            }
+            named
+        }
     };
     let room = app
         .room_for(room, true)
@@ -242,6 +308,7 @@ async fn stream(
         sub,
         frames,
         per_client,
+        who: asker.who,
     }))
 }
 
@@ -257,16 +324,36 @@ async fn read_store(app: &App, room: &RoomName, query: Query) -> Result<Found, A
     })
 }
 
+/// The `403` for a post or stream under another name than the account's.
+fn signed_in_as(account: &UserName) -> ApiError {
+    ApiError::Forbidden(format!(
+        "you are signed in as {account}: post under that name, or sign out"
+    ))
+}
+
+/// The `403` for a name that belongs to an account.
+fn reserved(name: &UserName) -> ApiError {
+    ApiError::Forbidden(format!(
+        "the name {name} belongs to an account: sign in to use it"
+    ))
+}
+
 async fn post(
     app: &App,
     req: &mut Request,
     room: &RoomName,
     peer: SocketAddr,
+    asker: &auth::Asker,
 ) -> Result<Reply, ApiError> {
     if app.shutdown.is_triggered() {
         return Err(ApiError::ShuttingDown);
     }
-    if let Err(wait) = app.rate.check(client_ip(app, req, peer), Instant::now()) {
+    auth::require(app, asker, room, Want::Write)?;
+    let client: rate::Client = match asker.who.user() {
+        Some(account) => rate::Client::Account(account.clone()),
+        None => client_ip(app, req, peer).into(),
+    };
+    if let Err(wait) = app.rate.check(client, Instant::now()) {
         return Err(ApiError::RateLimited {
             retry_after: retry_after_secs(wait),
         });
@@ -288,6 +375,22 @@ async fn post(
         query(req, "user").as_deref(),
         header(req, "x-chat-user").map(percent_decode).as_deref(),
     )?;
+    // An account posts under its name; a guest may not take one.
+    let anonymous = post.user == UserName::anonymous();
+    let (user, guest) = match asker.who.user() {
+        Some(account) => {
+            if !anonymous && &post.user != account {
+                return Err(signed_in_as(account));
+            }
+            (account.clone(), false)
+        }
+        None => {
+            if app.accounts.is_registered(&post.user) {
+                return Err(reserved(&post.user));
+            }
+            (post.user, app.accounts.has_users())
+        }
+    };
     let draft = app
         .pipeline
         .apply(Draft::new(post.text))
@@ -298,9 +401,10 @@ async fn post(
         .await?
         .expect("room_for creates when asked");
     let new = NewMessage {
-        user: post.user,
+        user,
         text: draft.text,
         spans: draft.spans,
+        guest,
     };
     let deadline = Instant::now() + app.config.publish_timeout;
     match room
@@ -410,7 +514,22 @@ fn health(app: &App) -> Response {
     res
 }
 
-fn metrics(app: &App) -> Response {
+/// Prometheus text. With `--default-access` other than read-write (a
+/// server that keeps things private), only admins and the machine itself
+/// may read it: room counts and traffic say something too.
+fn metrics(
+    app: &App,
+    req: &Request,
+    peer: SocketAddr,
+    asker: &auth::Asker,
+) -> Result<Reply, ApiError> {
+    let open = app.accounts.default_access() == Access::ReadWrite;
+    if !open && !asker.who.is_admin() && !client_ip(app, req, peer).is_loopback() {
+        return Err(match asker.who.user() {
+            None => ApiError::Unauthorized("sign in as an admin to read metrics".into()),
+            Some(u) => ApiError::Forbidden(format!("{u} is not an admin")),
+        });
+    }
     let mut res = Response::new(200);
     res.set_body(crate::metrics::render(&app.metrics.snapshot(
         app.room_count(),
@@ -419,7 +538,75 @@ fn metrics(app: &App) -> Response {
     )));
     res.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
     res.insert_header("cache-control", "no-store");
-    res
+    Ok(Reply::Response(res))
+}
+
+/// Rooms the asker may read.
+async fn rooms(app: &App, asker: &auth::Asker) -> Result<Reply, ApiError> {
+    let mut rooms = app.rooms().await?;
+    rooms.retain(|r| app.accounts.access(&asker.who, &r.room).read());
+    Ok(Reply::Response(json(200, &rooms)))
+}
+
+/// `POST /login` with `user` and `password` (a form or JSON): a session
+/// cookie for the page. Rate-limited like posts, by address.
+async fn login(app: &App, req: &mut Request, peer: SocketAddr) -> Result<Reply, ApiError> {
+    if !auth::same_origin(req) {
+        return Err(ApiError::Forbidden("cross-site request refused".into()));
+    }
+    if let Err(wait) = app.rate.check(client_ip(app, req, peer), Instant::now()) {
+        return Err(ApiError::RateLimited {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+    let mut bytes = Vec::new();
+    AsyncReadExt::take(req.take_body(), 4096)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|_| ApiError::BadRequest("could not read body".into()))?;
+    let (user, password) = body::credentials(header(req, "content-type"), &bytes)?;
+    let Some(who) = app.accounts.by_password(&user, &password).await else {
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    };
+    let name = who
+        .user()
+        .expect("a password check gives an account")
+        .clone();
+    let session = app
+        .accounts
+        .new_session(&name)
+        .await
+        .map_err(ApiError::StoreRead)?;
+    let mut res = json(
+        200,
+        &serde_json::json!({ "user": name.as_str(), "admin": who.is_admin() }),
+    );
+    res.insert_header(
+        "set-cookie",
+        format!(
+            "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            auth::COOKIE,
+            crate::accounts::SESSION_DAYS * 86_400
+        ),
+    );
+    res.insert_header("cache-control", "no-store");
+    Ok(Reply::Response(res))
+}
+
+/// `POST /logout`: ends the session and clears the cookie.
+async fn logout(app: &App, req: &Request) -> Result<Reply, ApiError> {
+    if let Some(session) = auth::cookie(req, auth::COOKIE) {
+        app.accounts.end_session(session).await;
+    }
+    let mut res = Response::new(204);
+    res.insert_header(
+        "set-cookie",
+        format!(
+            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+            auth::COOKIE
+        ),
+    );
+    Ok(Reply::Response(res))
 }
 
 #[cfg(test)]

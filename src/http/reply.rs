@@ -53,6 +53,11 @@ pub enum ApiError {
     MemoryFull,
     /// 429: this address already has `--max-connections-per-ip` open.
     TooManyFromAddress,
+    /// 401: nobody is signed in and the room needs someone, or a credential
+    /// is wrong. Carries `WWW-Authenticate`.
+    Unauthorized(String),
+    /// 403: signed in, but not allowed; or a cross-site write.
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -61,6 +66,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::Head(h) => h.status(),
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Timeout => 408,
@@ -81,7 +88,10 @@ impl ApiError {
     /// The message in the JSON body.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::Refused(m) => m.clone(),
+            ApiError::BadRequest(m)
+            | ApiError::Refused(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m) => m.clone(),
             ApiError::Head(h) => h.message().to_string(),
             ApiError::NotFound => "not found".into(),
             ApiError::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
@@ -132,6 +142,9 @@ impl ApiError {
         }
         if let ApiError::MethodNotAllowed(allow) = self {
             res.insert_header("allow", *allow);
+        }
+        if let ApiError::Unauthorized(_) = self {
+            res.insert_header("www-authenticate", "Bearer realm=\"smolchat\"");
         }
         res
     }
