@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use smolchat::accounts::rules::Access;
 use smolchat::app::App;
 use smolchat::config::{self, Command};
 use smolchat::server;
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.addr.to_string(), |a| a.to_string());
+    let local = config.addr.ip().is_loopback();
     let app = match App::open(config, pipeline) {
         Ok(app) => app,
         Err(e) => {
@@ -75,8 +77,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Anyone who can reach a non-loopback address may use the server as
+    // --default-access allows: say so, on the ready line and in the log.
+    let open = (!local && app.config.default_access != Access::Deny).then(|| {
+        format!(
+            " (open to everyone who can reach it: --default-access {})",
+            app.config.default_access
+        )
+    });
+    if let Some(note) = &open {
+        log::warn!("listening on {addr}{note}; see docs/access.md to require accounts");
+    }
     let result = server::run(listener, app.clone(), || {
-        println!("smolchat listening on http://{addr}");
+        println!(
+            "smolchat listening on http://{addr}{}",
+            open.as_deref().unwrap_or("")
+        );
         let _ = std::io::stdout().flush();
     });
     // Commit whatever posts are still queued before exiting.

@@ -76,6 +76,7 @@ impl Server {
         let addr = line
             .trim()
             .strip_prefix("smolchat listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
             .parse()
             .unwrap();

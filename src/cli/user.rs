@@ -18,6 +18,9 @@ pub(super) fn run(
         ["add", n] => {
             args.only(&["db", "admin", "password-stdin"])?;
             let n = name(n)?;
+            if n == UserName::anonymous() {
+                return usage("anonymous is the name of posts without an account; choose another");
+            }
             let db = open()?;
             if db.has_user(&n).map_err(failed)? {
                 return Err(Failure::Failed(format!("user {n} already exists")));

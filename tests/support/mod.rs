@@ -107,6 +107,7 @@ impl Server {
         };
         let addr = line
             .strip_prefix("smolchat listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
