@@ -134,6 +134,14 @@ pub enum Event<'a> {
         /// The oldest id history still holds, if any.
         first: Option<u64>,
     },
+    /// Message `target` was deleted. Takes the room's next id (`id`), so a
+    /// client that was away and resumes still hears of it.
+    Delete {
+        /// This event's id in the room.
+        id: u64,
+        /// The deleted message's id.
+        target: u64,
+    },
     /// The server is stopping; reconnect after `retry_ms`.
     Shutdown {
         /// Milliseconds the client should wait before reconnecting.
@@ -271,6 +279,11 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
                 },
             );
         }
+        Event::Delete { id, target } => {
+            out.extend_from_slice(b"event: delete\nid: ");
+            out.extend_from_slice(id.to_string().as_bytes());
+            data(&mut out, &serde_json::json!({ "id": target }));
+        }
         Event::Shutdown { retry_ms } => {
             out.extend_from_slice(b"retry: ");
             out.extend_from_slice(retry_ms.to_string().as_bytes());
@@ -404,6 +417,14 @@ mod tests {
         assert!(std::str::from_utf8(&f)
             .unwrap()
             .contains(r#""spans":[{"text":"see "},{"code":"x"}]"#));
+    }
+
+    #[test]
+    fn a_delete_takes_its_own_id_and_names_the_message() {
+        assert_eq!(
+            &*encode(&Event::Delete { id: 9, target: 4 }),
+            b"event: delete\nid: 9\ndata: {\"id\":4}\n\n"
+        );
     }
 
     #[test]

@@ -369,6 +369,58 @@ impl Serialize for Timestamp {
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
 /// calendar; Howard Hinnant's `civil_from_days`, exact for every `i64` day
 /// count that fits a year in `i64`.
+impl Timestamp {
+    /// Parses what `Display` writes (`2026-11-22T10:00:00Z`), and nothing
+    /// else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use smolchat::message::Timestamp;
+    ///
+    /// assert_eq!(Timestamp::parse("2026-11-22T10:00:00Z"), Some(Timestamp(1_795_341_600)));
+    /// assert_eq!(Timestamp::parse("2026-11-22 10:00"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Timestamp> {
+        let b = s.as_bytes();
+        if b.len() != 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || b[19] != b'Z'
+        {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<i64> {
+            s.get(r)?.bytes().try_fold(0i64, |n, c| {
+                c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+            })
+        };
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+            return None;
+        }
+        let t =
+            Timestamp(days_from_civil(y, m as u32, d as u32) * 86_400 + hh * 3600 + mm * 60 + ss);
+        (t.to_string() == s).then_some(t)
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm, the
+/// inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -496,6 +548,23 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(clean_text(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_parse_back_from_what_they_print() {
+        for t in [0, 1, 1_795_341_600, 951_782_400, 4_102_444_799, -86_400] {
+            let ts = Timestamp(t);
+            assert_eq!(Timestamp::parse(&ts.to_string()), Some(ts), "{ts}");
+        }
+        for bad in [
+            "",
+            "2026-02-30T00:00:00Z",
+            "2026-11-22T10:00:00",
+            "2026-11-22T24:00:00Z",
+            "20x6-11-22T10:00:00Z",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
     }
 

@@ -180,6 +180,49 @@ impl Message {
     }
 }
 
+/// A change to a room's history; each takes the room's next id.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A new message.
+    Post(NewMessage),
+    /// Message `target` is deleted by `by`: its text goes, and an
+    /// `event: delete` tells every stream.
+    Delete {
+        /// The message to delete.
+        target: u64,
+        /// Who deletes it.
+        by: UserName,
+    },
+}
+
+/// A change with its id and time, as it is stored and delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// A message.
+    Message(Message),
+    /// A delete event.
+    Delete {
+        /// Its id.
+        id: u64,
+        /// When.
+        time: Timestamp,
+        /// The deleted message.
+        target: u64,
+        /// Who deleted it.
+        by: UserName,
+    },
+}
+
+impl Committed {
+    /// Its id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Committed::Message(m) => m.id,
+            Committed::Delete { id, .. } => *id,
+        }
+    }
+}
+
 /// Why a message was not published. In every case it was neither stored
 /// nor delivered, and no id was used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,7 +312,7 @@ impl Room {
         history: usize,
         memory: Arc<Memory>,
         last_id: u64,
-        recent: Vec<Message>,
+        recent: Vec<Committed>,
         complete: bool,
     ) -> Self {
         let room = Room::new(name, buffer, history, memory);
@@ -279,12 +322,15 @@ impl Room {
             if !complete {
                 st.history.set_incomplete();
             }
-            for msg in recent {
-                let frame = encode_in(&Event::Message(&msg), &room.memory);
+            for stored in recent {
+                let time = match &stored {
+                    Committed::Message(m) => m.time,
+                    Committed::Delete { time, .. } => *time,
+                };
                 st.history.push(Entry {
-                    id: msg.id,
-                    time: msg.time,
-                    frame,
+                    id: stored.id(),
+                    time,
+                    frame: crate::history::reader::frame(&stored, &room.memory),
                 });
             }
         }
@@ -344,7 +390,7 @@ impl Room {
     /// fits in the queue; once handed over, a message is never abandoned.
     pub async fn publish(
         self: &Arc<Self>,
-        new: NewMessage,
+        change: Change,
         time: Timestamp,
         deadline: Instant,
         store: &Store,
@@ -352,13 +398,11 @@ impl Room {
     ) -> Result<Entry, PublishError> {
         match store {
             Store::Memory => {
-                let mut new = Some(new);
+                let mut change = Some(change);
                 self.when_slot_free(deadline, stop, |room, st| {
-                    let new = new.take().expect("a slot is taken once");
-                    room.deliver(
-                        st,
-                        Message::from_new(new, room.name.clone(), st.next_id, time),
-                    )
+                    let change = change.take().expect("a slot is taken once");
+                    let id = st.next_id;
+                    room.deliver(st, room.committed(id, time, change))
                 })
                 .await
             }
@@ -367,7 +411,7 @@ impl Room {
                     .await?;
                 // No await between reserving and handing over: a dropped
                 // request cannot leak the reservation.
-                let reply = writer.submit(self.clone(), new, time);
+                let reply = writer.submit(self.clone(), change, time);
                 match reply.recv().await {
                     Ok(Ok(entry)) => Ok(entry),
                     Ok(Err(e)) => Err(PublishError::Storage(e.0)),
@@ -427,13 +471,53 @@ impl Room {
         }
     }
 
-    /// Queues and stores a message whose id is `st.next_id`; the caller
-    /// made sure a slot is free.
-    /// Returns the message with its frame, whose `data:` is also the body
-    /// of the `201`: one JSON encoding per message, not two.
-    fn deliver(&self, st: &mut State, msg: Message) -> Entry {
-        debug_assert_eq!(msg.id, st.next_id);
-        let frame = encode_in(&Event::Message(&msg), &self.memory);
+    /// A change as it is stored once numbered: a message, or a delete event.
+    pub(crate) fn committed(&self, id: u64, time: Timestamp, change: Change) -> Committed {
+        match change {
+            Change::Post(new) => {
+                Committed::Message(Message::from_new(new, self.name.clone(), id, time))
+            }
+            Change::Delete { target, by } => Committed::Delete {
+                id,
+                time,
+                target,
+                by,
+            },
+        }
+    }
+
+    /// Queues and stores a change whose id is `st.next_id`; the caller
+    /// made sure a slot is free. Returns its entry; for a message, the
+    /// frame's `data:` is also the body of the `201`: one JSON encoding per
+    /// message, not two.
+    fn deliver(&self, st: &mut State, change: Committed) -> Entry {
+        let (id, time, frame) = match &change {
+            Committed::Message(msg) => (
+                msg.id,
+                msg.time,
+                encode_in(&Event::Message(msg), &self.memory),
+            ),
+            Committed::Delete {
+                id, time, target, ..
+            } => {
+                // The message itself, where memory holds it, loses its text.
+                if let Some(gone) = st.history.get(*target).and_then(|e| self.deleted(e)) {
+                    st.history.replace(*target, gone);
+                }
+                (
+                    *id,
+                    *time,
+                    encode_in(
+                        &Event::Delete {
+                            id: *id,
+                            target: *target,
+                        },
+                        &self.memory,
+                    ),
+                )
+            }
+        };
+        debug_assert_eq!(id, st.next_id);
         match self.tx.try_broadcast(frame.clone()) {
             Ok(_) | Err(TrySendError::Inactive(_)) => {}
             // Cannot happen: a slot was free or reserved under this lock, and
@@ -444,14 +528,55 @@ impl Room {
                 let _ = self.tx.broadcast_blocking(f);
             }
         }
-        st.next_id = msg.id + 1;
-        let entry = Entry {
-            id: msg.id,
-            time: msg.time,
-            frame,
-        };
+        st.next_id = id + 1;
+        let entry = Entry { id, time, frame };
         st.history.push(entry.clone());
         entry
+    }
+
+    /// The frame of message entry `e` once deleted: the same message with
+    /// no text and no spans, marked `deleted` (what the database gives for
+    /// it too). `None` if `e` is not a message.
+    fn deleted(&self, e: &Entry) -> Option<Frame> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            user: String,
+            #[serde(default)]
+            guest: bool,
+        }
+        if !e.frame.starts_with(b"event: message\n") {
+            return None;
+        }
+        let old: Stored = serde_json::from_slice(crate::event::message_json(&e.frame)).ok()?;
+        let msg = Message {
+            id: e.id,
+            room: self.name.clone(),
+            user: UserName::parse(&old.user).unwrap_or_else(|_| UserName::anonymous()),
+            text: String::new(),
+            time: e.time,
+            spans: None,
+            guest: old.guest,
+            deleted: true,
+        };
+        Some(encode_in(&Event::Message(&msg), &self.memory))
+    }
+
+    /// The frame of entry `id`: from memory, or the store query that finds
+    /// it.
+    pub fn find(&self, id: u64) -> Result<Option<Frame>, Query> {
+        let st = self.lock();
+        if id == 0 || id >= st.next_id {
+            return Ok(None);
+        }
+        match st.history.get(id) {
+            Some(e) => Ok(Some(e.frame.clone())),
+            None if st.history.covers_after(id - 1, st.next_id) => Ok(None),
+            None => Err(Query::After {
+                after: id - 1,
+                upto: id,
+                limit: 1,
+            }),
+        }
     }
 
     /// The next id to hand out; the database writer numbers a batch from it.
@@ -459,11 +584,11 @@ impl Room {
         self.lock().next_id
     }
 
-    /// Delivers a committed message into its reserved slot.
-    pub(crate) fn deliver_committed(&self, msg: Message) -> Entry {
+    /// Delivers a committed change into its reserved slot.
+    pub(crate) fn deliver_committed(&self, change: Committed) -> Entry {
         let mut st = self.lock();
         st.reserved = st.reserved.saturating_sub(1);
-        self.deliver(&mut st, msg)
+        self.deliver(&mut st, change)
     }
 
     /// Gives back a reservation whose message was not committed.
@@ -724,7 +849,7 @@ mod tests {
 
     fn publish(room: &Arc<Room>, new: NewMessage, deadline: Instant) -> Result<u64, PublishError> {
         smol::block_on(room.publish(
-            new,
+            Change::Post(new),
             Timestamp(0),
             deadline,
             &Store::Memory,

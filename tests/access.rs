@@ -495,3 +495,118 @@ fn subcommands_explain_mistakes_in_one_line() {
     let out = cli(":memory:", &["user", "list"], "");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn deletes_reach_every_stream_also_after_a_resume_and_leave_the_file() {
+    let dir = Scratch::new("access-delete");
+    let db = dir.db();
+    let s = Server::start(&["--db", &db, "--rate", "0", "--edit-window", "2s"]);
+    add_user(&db, "ana", true);
+    add_user(&db, "bob", false);
+    add_user(&db, "cy", false);
+    let (bob, _) = token(&db, "bob", &[]);
+    let (cy, _) = token(&db, "cy", &[]);
+    let bob = format!("Authorization: Bearer {bob}");
+    let cy = format!("Authorization: Bearer {cy}");
+    eventually("the server loads the accounts", || {
+        s.get_with("/me", &[&bob]).json()["user"] == "bob"
+    });
+    let post = |h: &str, text: &str| {
+        let r = s.post_with(
+            "/rooms/mod/messages",
+            &["Content-Type: text/plain", h],
+            text.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_u64().unwrap()
+    };
+    let mut live = s.sse("/rooms/mod/events");
+    live.until("hello");
+    let oops = post(&bob, "oops, my password is hunter2");
+    let keep = post(&bob, "this one stays");
+    let delete = |h: &[&str], id: u64| {
+        let raw = format!(
+            "DELETE /rooms/mod/messages/{id} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{}\r\n",
+            h.iter().map(|h| format!("{h}\r\n")).collect::<String>()
+        );
+        s.raw(raw.as_bytes())
+    };
+    assert_eq!(delete(&[], oops).status, 401);
+    assert_eq!(delete(&[&cy], oops).status, 403, "not cy's message");
+    let r = delete(&[&bob], oops);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let event_id = r.json()["event"].as_u64().unwrap();
+    assert_eq!(event_id, keep + 1, "the delete takes the next id");
+    assert_eq!(delete(&[&bob], oops).status, 410);
+    assert_eq!(delete(&[&bob], 999).status, 404);
+    assert_eq!(
+        delete(&[&bob], event_id).status,
+        404,
+        "an event is not a message"
+    );
+    // Live.
+    let ev = live.until("delete");
+    assert_eq!(
+        (ev.id.as_deref(), ev.json()["id"].as_u64()),
+        (Some(&*event_id.to_string()), Some(oops))
+    );
+    // After a resume from before it.
+    let mut resumed = s.sse_with("/rooms/mod/events", &[&format!("Last-Event-ID: {keep}")]);
+    let ev = resumed.until("delete");
+    assert_eq!(ev.json()["id"].as_u64(), Some(oops));
+    // A new stream's replay and the history show the message deleted.
+    let mut fresh = s.sse("/rooms/mod/events");
+    let first = fresh.until("message").json();
+    assert_eq!(
+        (
+            first["id"].as_u64(),
+            first["text"].as_str(),
+            first["deleted"].as_bool()
+        ),
+        (Some(oops), Some(""), Some(true))
+    );
+    let page = s.get("/rooms/mod/messages").json();
+    let page = page.as_array().unwrap();
+    assert_eq!(page.len(), 2, "the delete event is not listed: {page:?}");
+    assert_eq!(
+        (page[0]["deleted"].as_bool(), page[0]["text"].as_str()),
+        (Some(true), Some(""))
+    );
+    assert_eq!(page[1]["text"], "this one stays");
+    // The text is gone from the file, not only hidden.
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let (text, deleted): (String, bool) = conn
+        .query_row(
+            "SELECT text, deleted FROM messages WHERE room = 'mod' AND id = ?1",
+            [oops as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((text.as_str(), deleted), ("", true));
+    // The author's window closes (2 s after the post, by the server's clock,
+    // which is this machine's: waiting for a moment in time, not for another
+    // thread); an admin's never does.
+    let posted = s
+        .get(&format!("/rooms/mod/messages?since={}&limit=1", keep - 1))
+        .json()[0]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let closes = std::time::UNIX_EPOCH
+        + Duration::from_secs(smolchat::message::Timestamp::parse(&posted).unwrap().0 as u64 + 3);
+    while std::time::SystemTime::now() < closes {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let late = delete(&[&bob], keep);
+    assert_eq!(late.status, 403);
+    assert!(late.error().contains("too late"), "{}", late.error());
+    let (ana, _) = token(&db, "ana", &[]);
+    let ana = format!("Authorization: Bearer {ana}");
+    eventually("ana's token works", || {
+        s.get_with("/me", &[&ana]).status == 200
+    });
+    assert_eq!(delete(&[&ana], keep).status, 200);
+    assert_eq!(live.until("delete").json()["id"].as_u64(), Some(keep));
+}

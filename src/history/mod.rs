@@ -261,6 +261,23 @@ impl MemoryHistory {
         }
     }
 
+    /// The entry with id `id`, if the window holds it.
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        let first = self.first_id()?;
+        let i = usize::try_from(id.checked_sub(first)?).ok()?;
+        self.entries.get(i)
+    }
+
+    /// Replaces the frame of entry `id`, if the window holds it.
+    pub fn replace(&mut self, id: u64, frame: Frame) {
+        let Some(first) = self.first_id() else { return };
+        if let Some(i) = id.checked_sub(first).and_then(|i| usize::try_from(i).ok()) {
+            if let Some(e) = self.entries.get_mut(i) {
+                e.frame = frame;
+            }
+        }
+    }
+
     /// Entries from index `start` on, oldest first.
     pub fn from_index(&self, start: usize) -> impl Iterator<Item = &Entry> {
         self.entries.range(start.min(self.entries.len())..)

@@ -20,6 +20,7 @@ use super::Query;
 use crate::event::{encode_in, Event, Frame};
 use crate::memory::Memory;
 use crate::message::RoomName;
+use crate::room::Committed;
 
 /// What a store read returns.
 #[derive(Debug)]
@@ -102,6 +103,20 @@ impl Reader {
     }
 }
 
+/// The frame of a stored message or delete event.
+pub fn frame(stored: &Committed, memory: &Arc<Memory>) -> Frame {
+    match stored {
+        Committed::Message(m) => encode_in(&Event::Message(m), memory),
+        Committed::Delete { id, target, .. } => encode_in(
+            &Event::Delete {
+                id: *id,
+                target: *target,
+            },
+            memory,
+        ),
+    }
+}
+
 fn run(path: PathBuf, jobs: mpsc::Receiver<Job>, memory: Arc<Memory>) {
     let mut conn: Option<ReadOnly> = None;
     while let Ok(job) = jobs.recv() {
@@ -128,11 +143,8 @@ fn run(path: PathBuf, jobs: mpsc::Receiver<Job>, memory: Arc<Memory>) {
                 let r = db
                     .and_then(|db| db.read(&name, &query))
                     .map(|(messages, first_held)| Found {
-                        first_read: messages.first().map(|m| m.id),
-                        frames: messages
-                            .iter()
-                            .map(|m| encode_in(&Event::Message(m), &memory))
-                            .collect(),
+                        first_read: messages.first().map(Committed::id),
+                        frames: messages.iter().map(|m| frame(m, &memory)).collect(),
                         first_held,
                     });
                 let failed = r.is_err();

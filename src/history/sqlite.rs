@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use super::Query;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
+use crate::room::Committed;
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -152,7 +153,7 @@ pub struct LoadedRoom {
     pub last_id: u64,
     /// Its newest messages, oldest first, with consecutive ids ending at
     /// `last_id` (or empty).
-    pub messages: Vec<Message>,
+    pub messages: Vec<Committed>,
     /// Whether `messages` is every message the file holds for the room.
     pub complete: bool,
 }
@@ -273,10 +274,15 @@ impl Db {
         tx.commit().map_err(ctx)
     }
 
-    /// Writes `messages` (consecutive per room, in id order) and the rooms'
-    /// last ids, and applies retention to the rooms touched, in one
-    /// transaction. Nothing is written if any step fails.
-    pub fn write(&mut self, messages: &[&Message], retention: Retention) -> Result<(), StoreError> {
+    /// Writes `changes` (consecutive ids per room, in id order): messages,
+    /// and deletions (the message loses its text, and a delete event takes
+    /// its id), with the rooms' last ids and retention for the rooms
+    /// touched, in one transaction. Nothing is written if any step fails.
+    pub fn write(
+        &mut self,
+        changes: &[(&RoomName, &Committed)],
+        retention: Retention,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let ctx = |e: rusqlite::Error| {
             StoreError(format!("database {}: {}", path.display(), explain(&e)))
@@ -284,24 +290,54 @@ impl Db {
         let tx = self.conn.transaction().map_err(ctx)?;
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO messages (room, id, user, text, spans, time, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .prepare_cached("INSERT INTO messages (room, id, user, text, spans, time, guest, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
                 .map_err(ctx)?;
-            for m in messages {
-                let spans = m
-                    .spans
-                    .as_ref()
-                    .map(|s| serde_json::to_string(s).unwrap_or_default());
-                insert
-                    .execute(params![
-                        m.room.as_str(),
-                        m.id as i64,
-                        m.user.as_str(),
-                        m.text,
-                        spans,
-                        m.time.0,
-                        m.guest
-                    ])
-                    .map_err(ctx)?;
+            let mut erase = tx
+                .prepare_cached("UPDATE messages SET text = '', spans = NULL, deleted = 1 WHERE room = ?1 AND id = ?2 AND target IS NULL")
+                .map_err(ctx)?;
+            for (room, change) in changes {
+                match change {
+                    Committed::Message(m) => {
+                        let spans = m
+                            .spans
+                            .as_ref()
+                            .map(|s| serde_json::to_string(s).unwrap_or_default());
+                        insert
+                            .execute(params![
+                                room.as_str(),
+                                m.id as i64,
+                                m.user.as_str(),
+                                m.text,
+                                spans,
+                                m.time.0,
+                                m.guest,
+                                None::<i64>
+                            ])
+                            .map_err(ctx)?;
+                    }
+                    Committed::Delete {
+                        id,
+                        time,
+                        target,
+                        by,
+                    } => {
+                        erase
+                            .execute(params![room.as_str(), *target as i64])
+                            .map_err(ctx)?;
+                        insert
+                            .execute(params![
+                                room.as_str(),
+                                *id as i64,
+                                by.as_str(),
+                                "",
+                                None::<String>,
+                                time.0,
+                                false,
+                                Some(*target as i64)
+                            ])
+                            .map_err(ctx)?;
+                    }
+                }
             }
             let mut last = tx
                 .prepare_cached(
@@ -315,12 +351,13 @@ impl Db {
             let mut age = tx
                 .prepare_cached("DELETE FROM messages WHERE room = ?1 AND time < ?2")
                 .map_err(ctx)?;
-            // The last message of each room in the batch.
+            // The last id of each room in the batch.
             let mut seen: Vec<(&RoomName, u64)> = Vec::new();
-            for m in messages {
-                match seen.iter_mut().find(|(r, _)| *r == &m.room) {
-                    Some(entry) => entry.1 = entry.1.max(m.id),
-                    None => seen.push((&m.room, m.id)),
+            for (room, change) in changes {
+                let id = change.id();
+                match seen.iter_mut().find(|(r, _)| r == room) {
+                    Some(entry) => entry.1 = entry.1.max(id),
+                    None => seen.push((room, id)),
                 }
             }
             for (room, last_id) in seen {
@@ -364,11 +401,20 @@ pub struct ReadOnly {
 }
 
 /// Columns of a message row, in the order the queries below select them:
-/// id, user, text, spans, time, guest, deleted.
-type Row = (i64, String, String, Option<String>, i64, bool, bool);
+/// id, user, text, spans, time, guest, deleted, target (a delete event's).
+type Row = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    bool,
+    bool,
+    Option<i64>,
+);
 
 /// The columns [`Row`] reads.
-const COLUMNS: &str = "id, user, text, spans, time, guest, deleted";
+const COLUMNS: &str = "id, user, text, spans, time, guest, deleted, target";
 
 impl ReadOnly {
     /// Opens `path` for reading; it must exist (the writer creates it).
@@ -440,7 +486,7 @@ impl ReadOnly {
             if u64::try_from(row.0).ok() != Some(expect) || expect == 0 {
                 break;
             }
-            messages.push(message(name, row));
+            messages.push(stored(name, row));
             expect -= 1;
         }
         messages.reverse();
@@ -459,7 +505,7 @@ impl ReadOnly {
         &self,
         name: &RoomName,
         query: &Query,
-    ) -> Result<(Vec<Message>, Option<u64>), StoreError> {
+    ) -> Result<(Vec<Committed>, Option<u64>), StoreError> {
         let rows = match *query {
             Query::After { after, upto, limit } => self.rows(
                 &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"),
@@ -484,7 +530,7 @@ impl ReadOnly {
             .prepare_cached("SELECT min(id) FROM messages WHERE room = ?1")
             .and_then(|mut s| s.query_row(params![name.as_str()], |r| r.get(0)))
             .map_err(|e| self.err(e))?;
-        let messages = rows.into_iter().map(|row| message(name, row)).collect();
+        let messages = rows.into_iter().map(|row| stored(name, row)).collect();
         Ok((messages, first.and_then(|f| u64::try_from(f).ok())))
     }
 
@@ -499,6 +545,7 @@ impl ReadOnly {
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })
         .and_then(|rows| rows.collect())
@@ -509,7 +556,20 @@ impl ReadOnly {
 /// A stored row as a message of `room`. Names and spans were valid when
 /// written; a file edited by hand gets `anonymous` and no spans rather than
 /// an error.
-fn message(room: &RoomName, (id, user, text, spans, time, guest, deleted): Row) -> Message {
+/// A stored row: a message, or (with a target) a delete event.
+fn stored(room: &RoomName, row: Row) -> Committed {
+    match row.7 {
+        Some(target) => Committed::Delete {
+            id: u64::try_from(row.0).unwrap_or(0),
+            time: Timestamp(row.4),
+            target: u64::try_from(target).unwrap_or(0),
+            by: UserName::parse(&row.1).unwrap_or_else(|_| UserName::anonymous()),
+        },
+        None => Committed::Message(message(room, row)),
+    }
+}
+
+fn message(room: &RoomName, (id, user, text, spans, time, guest, deleted, _): Row) -> Message {
     Message {
         id: u64::try_from(id).unwrap_or(0),
         room: room.clone(),
@@ -593,6 +653,15 @@ mod tests {
             .collect()
     }
 
+    fn put(db: &mut Db, msgs: &[Message], retention: Retention) -> Result<(), StoreError> {
+        let changes: Vec<(RoomName, Committed)> = msgs
+            .iter()
+            .map(|m| (m.room.clone(), Committed::Message(m.clone())))
+            .collect();
+        let refs: Vec<(&RoomName, &Committed)> = changes.iter().map(|(r, c)| (r, c)).collect();
+        db.write(&refs, retention)
+    }
+
     const KEEP_ALL: Retention = Retention {
         keep: 1000,
         cutoff: None,
@@ -608,24 +677,27 @@ mod tests {
                 .map(|i| msg("a", i, 10))
                 .chain([msg("b", 1, 10)])
                 .collect();
-            db.write(&batch.iter().collect::<Vec<_>>(), KEEP_ALL)
-                .unwrap();
+            put(&mut db, &batch, KEEP_ALL).unwrap();
         }
         let _db = Db::open(&path, SyncMode::Normal).unwrap();
         let rooms = load(&path, 2);
         assert_eq!(rooms.len(), 2);
         assert_eq!((rooms[0].name.as_str(), rooms[0].last_id), ("a", 3));
         assert_eq!(
-            rooms[0].messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            rooms[0]
+                .messages
+                .iter()
+                .map(Committed::id)
+                .collect::<Vec<_>>(),
             [2, 3]
         );
         assert_eq!(
             rooms[0].messages[0],
-            msg("a", 2, 10),
+            Committed::Message(msg("a", 2, 10)),
             "spans and all fields round-trip"
         );
         assert!(!rooms[0].complete, "a has a third message");
-        assert_eq!(rooms[1].messages, [msg("b", 1, 10)]);
+        assert_eq!(rooms[1].messages, [Committed::Message(msg("b", 1, 10))]);
         assert!(rooms[1].complete);
     }
 
@@ -635,8 +707,9 @@ mod tests {
         let path = dir.0.join("chat.db");
         let mut db = Db::open(&path, SyncMode::Full).unwrap();
         let batch: Vec<Message> = (1..=9).map(|i| msg("a", i, 10)).collect();
-        db.write(
-            &batch.iter().collect::<Vec<_>>(),
+        put(
+            &mut db,
+            &batch,
             Retention {
                 keep: 6,
                 cutoff: None,
@@ -647,7 +720,7 @@ mod tests {
         let a = RoomName::parse("a").unwrap();
         let ids = |q: Query| {
             let (m, first) = r.read(&a, &q).unwrap();
-            (m.iter().map(|m| m.id).collect::<Vec<_>>(), first)
+            (m.iter().map(Committed::id).collect::<Vec<_>>(), first)
         };
         let after = |after, upto, limit| Query::After { after, upto, limit };
         assert_eq!(ids(after(5, 9, 10)), (vec![6, 7, 8, 9], Some(4)));
@@ -671,8 +744,9 @@ mod tests {
         let dir = TempDir::new("retention");
         let mut db = Db::open(&dir.0.join("chat.db"), SyncMode::Full).unwrap();
         for i in 1..=10 {
-            db.write(
-                &[&msg("a", i, i as i64)],
+            put(
+                &mut db,
+                &[msg("a", i, i as i64)],
                 Retention {
                     keep: 3,
                     cutoff: None,
@@ -682,12 +756,17 @@ mod tests {
         }
         let rooms = load(&db.path, 100);
         assert_eq!(
-            rooms[0].messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+            rooms[0]
+                .messages
+                .iter()
+                .map(Committed::id)
+                .collect::<Vec<_>>(),
             [8, 9, 10]
         );
         // Age retention can empty a room; its last id stays.
-        db.write(
-            &[&msg("a", 11, 100)],
+        put(
+            &mut db,
+            &[msg("a", 11, 100)],
             Retention {
                 keep: 3,
                 cutoff: Some(Timestamp(200)),
@@ -702,11 +781,9 @@ mod tests {
     fn a_failed_batch_writes_nothing() {
         let dir = TempDir::new("atomic");
         let mut db = Db::open(&dir.0.join("chat.db"), SyncMode::Full).unwrap();
-        db.write(&[&msg("a", 1, 0)], KEEP_ALL).unwrap();
+        put(&mut db, &[msg("a", 1, 0)], KEEP_ALL).unwrap();
         // Id 1 again violates the primary key: the whole batch rolls back.
-        let err = db
-            .write(&[&msg("a", 2, 0), &msg("a", 1, 0)], KEEP_ALL)
-            .unwrap_err();
+        let err = put(&mut db, &[msg("a", 2, 0), msg("a", 1, 0)], KEEP_ALL).unwrap_err();
         assert!(err.0.contains("UNIQUE"), "{err}");
         let rooms = load(&db.path, 10);
         assert_eq!((rooms[0].last_id, rooms[0].messages.len()), (1, 1));
@@ -740,14 +817,14 @@ mod tests {
         let dir = TempDir::new("reader");
         let path = dir.0.join("chat.db");
         let mut db = Db::open(&path, SyncMode::Full).unwrap();
-        db.write(&[&msg("a", 1, 0)], KEEP_ALL).unwrap();
+        put(&mut db, &[msg("a", 1, 0)], KEEP_ALL).unwrap();
         // As the sqlite3 shell would.
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let n: i64 = reader
             .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
-        db.write(&[&msg("a", 2, 0)], KEEP_ALL).unwrap();
+        put(&mut db, &[msg("a", 2, 0)], KEEP_ALL).unwrap();
     }
 
     #[test]

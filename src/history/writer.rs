@@ -28,9 +28,9 @@ use std::sync::mpsc;
 use async_channel::{Receiver, Sender};
 
 use super::sqlite::{Db, Retention, StoreError, SyncMode};
-use crate::message::{Message, Timestamp};
+use crate::message::Timestamp;
 use crate::metrics::Metrics;
-use crate::room::{NewMessage, Room};
+use crate::room::{Change, Committed, Room};
 
 /// Most posts committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -53,7 +53,7 @@ enum Msg {
 
 struct Job {
     room: Arc<Room>,
-    new: NewMessage,
+    change: Change,
     time: Timestamp,
     reply: Sender<Reply>,
 }
@@ -110,13 +110,13 @@ impl Writer {
     pub(crate) fn submit(
         &self,
         room: Arc<Room>,
-        new: NewMessage,
+        change: Change,
         time: Timestamp,
     ) -> Receiver<Reply> {
         let (reply, answer) = async_channel::bounded(1);
         let job = Job {
             room,
-            new,
+            change,
             time,
             reply,
         };
@@ -261,9 +261,9 @@ fn reopen(config: &WriterConfig) -> Option<Db> {
 
 /// Numbers, writes and commits one batch, then delivers or refuses it.
 fn commit(db: &mut Option<Db>, batch: Vec<Job>, config: &WriterConfig, metrics: &Metrics) {
-    // Number each room's messages from its next id, in arrival order.
+    // Number each room's changes from its next id, in arrival order.
     let mut next: Vec<(*const Room, u64)> = Vec::new();
-    let messages: Vec<Message> = batch
+    let changes: Vec<Committed> = batch
         .iter()
         .map(|job| {
             let key = Arc::as_ptr(&job.room);
@@ -278,22 +278,17 @@ fn commit(db: &mut Option<Db>, batch: Vec<Job>, config: &WriterConfig, metrics: 
                     n
                 }
             };
-            Message {
-                id,
-                room: job.room.name().clone(),
-                user: job.new.user.clone(),
-                text: job.new.text.clone(),
-                time: job.time,
-                spans: job.new.spans.clone(),
-                guest: job.new.guest,
-                deleted: false,
-            }
+            job.room.committed(id, job.time, job.change.clone())
         })
         .collect();
     let cutoff = cutoff(config);
     let result = match db.as_mut() {
         Some(db) => db.write(
-            &messages.iter().collect::<Vec<_>>(),
+            &batch
+                .iter()
+                .zip(&changes)
+                .map(|(job, c)| (job.room.name(), c))
+                .collect::<Vec<_>>(),
             Retention {
                 keep: config.keep,
                 cutoff,
@@ -309,9 +304,9 @@ fn commit(db: &mut Option<Db>, batch: Vec<Job>, config: &WriterConfig, metrics: 
             metrics.store_commits.fetch_add(1, Relaxed);
             metrics
                 .store_messages
-                .fetch_add(messages.len() as u64, Relaxed);
-            for (job, msg) in batch.into_iter().zip(messages) {
-                let entry = job.room.deliver_committed(msg);
+                .fetch_add(changes.len() as u64, Relaxed);
+            for (job, change) in batch.into_iter().zip(changes) {
+                let entry = job.room.deliver_committed(change);
                 if let Some(cutoff) = cutoff {
                     job.room.prune_older_than(cutoff);
                 }

@@ -30,7 +30,7 @@ use crate::history::reader::Found;
 use crate::history::{store_gap, Query};
 use crate::message::{RoomName, Timestamp, UserName};
 use crate::rate::{self, retry_after_secs};
-use crate::room::{NewMessage, PublishError, Replay, Subscription};
+use crate::room::{Change, NewMessage, PublishError, Replay, Subscription};
 use crate::shutdown::AddressGuard;
 use crate::transform::Draft;
 use auth::Want;
@@ -72,6 +72,7 @@ enum Resource {
     Login,
     Logout,
     Me,
+    Message(RoomName, u64),
 }
 
 impl Resource {
@@ -81,9 +82,17 @@ impl Resource {
             Resource::Messages(_) => "GET, HEAD, POST, OPTIONS",
             Resource::Events(_) => "GET, OPTIONS",
             Resource::Login | Resource::Logout => "POST, OPTIONS",
+            Resource::Message(..) => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
+}
+
+fn message_id(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| ApiError::BadRequest("a message id is a whole number from 1".into()))
 }
 
 fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
@@ -103,6 +112,8 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
         ["rooms"] | ["rooms", ""] => Resource::Rooms,
         ["rooms", name, "events"] => Resource::Events(room(name)?),
         ["rooms", name, "messages"] => Resource::Messages(room(name)?),
+        ["messages", id] => Resource::Message(RoomName::lobby(), message_id(id)?),
+        ["rooms", name, "messages", id] => Resource::Message(room(name)?, message_id(id)?),
         ["healthz"] => Resource::Health,
         ["metrics"] => Resource::Metrics,
         ["login"] => Resource::Login,
@@ -188,6 +199,7 @@ async fn dispatch(
         (Method::Get | Method::Head, Resource::Me) => {
             Ok(Reply::Response(json(200, &auth::Me::of(app, &asker))))
         }
+        (Method::Delete, Resource::Message(room, id)) => delete(app, &room, id, &asker).await,
         (Method::Post, Resource::Login) => login(app, req, peer).await,
         (Method::Post, Resource::Logout) => logout(app, req).await,
         (_, res) => Err(ApiError::MethodNotAllowed(res.allow())),
@@ -409,7 +421,7 @@ async fn post(
     let deadline = Instant::now() + app.config.publish_timeout;
     match room
         .publish(
-            new,
+            Change::Post(new),
             Timestamp::now(),
             deadline,
             &app.store,
@@ -474,10 +486,11 @@ async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, Api
             Err(query) => read_store(app, room, query).await?.frames,
         },
     };
-    // The messages' JSON is in their frames already: join it.
+    // The messages' JSON is in their frames already: join it. Delete
+    // events are not messages (the messages they delete show `deleted`).
     let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len()).sum::<usize>());
     body.push(b'[');
-    for (i, f) in frames.iter().enumerate() {
+    for (i, f) in frames.iter().filter(|f| is_message(f)).enumerate() {
         if i > 0 {
             body.push(b',');
         }
@@ -546,6 +559,99 @@ async fn rooms(app: &App, asker: &auth::Asker) -> Result<Reply, ApiError> {
     let mut rooms = app.rooms().await?;
     rooms.retain(|r| app.accounts.access(&asker.who, &r.room).read());
     Ok(Reply::Response(json(200, &rooms)))
+}
+
+fn is_message(frame: &[u8]) -> bool {
+    frame.starts_with(b"event: message\n")
+}
+
+/// `DELETE /rooms/{room}/messages/{id}`: an admin, or the author within
+/// `--edit-window` (if they may still post there). The text leaves the
+/// database, and an `event: delete` takes the room's next id, so every
+/// stream hears of it, also one that resumes later.
+async fn delete(
+    app: &App,
+    name: &RoomName,
+    id: u64,
+    asker: &auth::Asker,
+) -> Result<Reply, ApiError> {
+    let Some(by) = asker.who.user() else {
+        return Err(ApiError::Unauthorized("sign in to delete messages".into()));
+    };
+    let room = app.room_for(name, false).await?.ok_or(ApiError::NotFound)?;
+    let frame = match room.find(id) {
+        Ok(frame) => frame,
+        Err(query) => read_store(app, name, query)
+            .await?
+            .frames
+            .into_iter()
+            .next(),
+    };
+    let frame = frame.filter(|f| is_message(f)).ok_or(ApiError::NotFound)?;
+    #[derive(serde::Deserialize)]
+    struct Target {
+        user: String,
+        time: String,
+        #[serde(default)]
+        guest: bool,
+        #[serde(default)]
+        deleted: bool,
+    }
+    let target: Target =
+        serde_json::from_slice(event::message_json(&frame)).map_err(|_| ApiError::NotFound)?;
+    if target.deleted {
+        return Err(ApiError::Gone);
+    }
+    if !asker.who.is_admin() {
+        let mine = !target.guest && target.user == by.as_str();
+        let posted = Timestamp::parse(&target.time).unwrap_or_default();
+        let window = i64::try_from(app.config.edit_window.as_secs()).unwrap_or(i64::MAX);
+        if !mine {
+            return Err(ApiError::Forbidden(
+                "only an admin may delete someone else's message".into(),
+            ));
+        }
+        if Timestamp::now().0 - posted.0 > window {
+            return Err(ApiError::Forbidden(format!(
+                "too late: authors may delete their messages for {}",
+                humantime(app.config.edit_window)
+            )));
+        }
+        auth::require(app, asker, name, Want::Write)?;
+    }
+    let deadline = Instant::now() + app.config.publish_timeout;
+    let change = Change::Delete {
+        target: id,
+        by: by.clone(),
+    };
+    match room
+        .publish(
+            change,
+            Timestamp::now(),
+            deadline,
+            &app.store,
+            app.shutdown.wait(),
+        )
+        .await
+    {
+        Ok(entry) => Ok(Reply::Response(json(
+            200,
+            &serde_json::json!({ "id": id, "deleted": true, "event": entry.id }),
+        ))),
+        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
+        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
+        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
+    }
+}
+
+/// A duration as people write it: 5m, 90s, 2h.
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// `POST /login` with `user` and `password` (a form or JSON): a session

@@ -58,6 +58,8 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: signed in, but not allowed; or a cross-site write.
     Forbidden(String),
+    /// 410: the message is deleted already.
+    Gone,
 }
 
 impl ApiError {
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound => 404,
+            ApiError::Gone => 410,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Timeout => 408,
             ApiError::TooLarge(_) => 413,
@@ -94,6 +97,7 @@ impl ApiError {
             | ApiError::Forbidden(m) => m.clone(),
             ApiError::Head(h) => h.message().to_string(),
             ApiError::NotFound => "not found".into(),
+            ApiError::Gone => "the message is deleted already".into(),
             ApiError::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             ApiError::Timeout => "request not received in time".into(),
             ApiError::TooLarge(limit) => format!("body too large (limit {limit} bytes)"),
