@@ -16,6 +16,10 @@ const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 const STATES = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…' };
 
 let me = validName(storage('get')) ?? '';
+/** The signed-in account (`/me`), or null; then `me` is its name. */
+let account = null;
+/** What `/me` says of the server: accounts exist, the edit window. */
+let server = { accounts: false, editWindow: 300 };
 let room = null;
 let conn = null;
 let unseen = 0; // messages from others while the tab is hidden
@@ -25,7 +29,10 @@ const list = new MessageList({
   scroller: $('scroller'),
   jump: $('jump'),
   empty: $('empty'),
-  isMine: (m) => me !== '' && m.user === me,
+  isMine: (m) => me !== '' && m.user === me && !(account && m.guest),
+  canDelete: (m) => account !== null && !m.deleted && (account.admin
+    || (m.user === account.user && !m.guest
+      && Date.now() - Date.parse(m.time) < server.editWindow * 1000)),
 });
 
 // ---- rooms ----
@@ -99,6 +106,23 @@ function onEvent(ev) {
       break;
     case 'restart':
       list.restart('The server restarted. Newer messages continue below.');
+      break;
+    case 'delete':
+      list.deleted(ev.id);
+      break;
+    case 'denied':
+      setState('reconnecting');
+      if (ev.status === 403 && !account) {
+        // Maybe signed in (or out) in another tab meanwhile: ask again.
+        whoAmI().then(() => {
+          if (account) signedIn(account);
+          else say(`You may not read #${room}.`, 'error');
+        });
+      } else if (ev.status === 401) {
+        askSignIn(`#${room} is for members: sign in to read it.`);
+      } else {
+        say(`You may not read #${room}.`, 'error');
+      }
       break;
   }
 }
@@ -229,9 +253,19 @@ function validName(raw) {
 }
 
 function showName(editing = false) {
+  if (account) {
+    $('account-name').textContent = account.user;
+    $('account').hidden = false;
+    $('me').hidden = true;
+    $('name-form').hidden = true;
+    $('sign-in-offer').hidden = true;
+    return;
+  }
+  $('account').hidden = true;
   $('me-name').textContent = me;
   $('me').hidden = editing || !me;
   $('name-form').hidden = !(editing || !me);
+  $('sign-in-offer').hidden = !server.accounts || !$('sign-in').hidden;
 }
 
 function setName(name) {
@@ -271,8 +305,123 @@ $('rename').addEventListener('click', () => {
   $('name').select();
 });
 
+const SESSION_KEY = 'smolchat.session';
+
 addEventListener('storage', (e) => {
-  if (e.key === NAME_KEY) setName(validName(e.newValue) ?? '');
+  if (e.key === NAME_KEY && !account) setName(validName(e.newValue) ?? '');
+  // Another tab signed in or out: the cookie is shared, so this tab is too.
+  if (e.key === SESSION_KEY) whoAmI().then(() => signedIn(account));
+});
+
+/** Tells the other tabs that the session changed. */
+function announceSession() {
+  try {
+    localStorage.setItem(SESSION_KEY, String(Date.now()));
+  } catch {
+    // Without storage the other tabs learn it on their next refusal.
+  }
+}
+
+// ---- accounts ----
+
+/** Asks the server who we are (the session cookie decides). */
+async function whoAmI() {
+  try {
+    const res = await fetch('/me', { cache: 'no-store' });
+    if (!res.ok) return;
+    const info = await res.json();
+    server = { accounts: info.accounts, editWindow: info.edit_window ?? 300 };
+    account = info.user ? { user: info.user, admin: info.admin } : null;
+  } catch {
+    // Offline: the stream's state says so; try again on the next sign-in.
+  }
+}
+
+function askSignIn(why = '') {
+  $('sign-in-why').textContent = why;
+  $('sign-in').hidden = false;
+  $('sign-in-offer').hidden = true;
+  $('sign-in-user').value ||= me;
+  $('sign-in-user').focus();
+}
+
+function signedIn(next) {
+  account = next;
+  me = next ? next.user : (validName(storage('get')) ?? '');
+  showName();
+  // A new stream replays the room: start the list afresh (what may be
+  // shown, and who is "mine", changed).
+  list.clear();
+  if (room) connect();
+  loadRooms();
+}
+
+$('sign-in-open').addEventListener('click', () => askSignIn());
+$('sign-in-cancel').addEventListener('click', () => {
+  $('sign-in').hidden = true;
+  $('sign-in-error').textContent = '';
+  showName();
+});
+
+$('sign-in').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  $('sign-in-error').textContent = '';
+  let res;
+  try {
+    res = await fetch('/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user: $('sign-in-user').value.trim(), password: $('sign-in-password').value }),
+    });
+  } catch {
+    $('sign-in-error').textContent = 'Could not reach the server.';
+    return;
+  }
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    $('sign-in-error').textContent = res.status === 401
+      ? 'Wrong account name or password.'
+      : explain({ status: res.status, error: json.error, retryAfter: 1 });
+    $('sign-in-password').select();
+    return;
+  }
+  $('sign-in-password').value = '';
+  $('sign-in').hidden = true;
+  signedIn({ user: json.user, admin: json.admin });
+  announceSession();
+  box.focus();
+});
+
+$('sign-out').addEventListener('click', async () => {
+  try {
+    await fetch('/logout', { method: 'POST' });
+  } catch {
+    // The cookie goes with the session on the server's side anyway.
+  }
+  signedIn(null);
+  announceSession();
+});
+
+// Deleting a message: its button carries the id.
+$('messages').addEventListener('click', async (e) => {
+  const button = e.target.closest('button.delete');
+  if (!button) return;
+  button.disabled = true;
+  const target = room;
+  let res;
+  try {
+    res = await fetch(`/rooms/${encodeURIComponent(target)}/messages/${button.dataset.id}`, { method: 'DELETE' });
+  } catch {
+    say('Could not reach the server; the message was not deleted.', 'error');
+    button.disabled = false;
+    return;
+  }
+  if (!res.ok && res.status !== 410) {
+    const json = await res.json().catch(() => ({}));
+    say(explain({ status: res.status, error: json.error, retryAfter: 1 }).replace('Not sent', 'Not deleted'), 'error');
+    button.disabled = false;
+  }
+  // The stream's `delete` event updates every tab, this one included.
 });
 
 // ---- the composer ----
@@ -333,6 +482,9 @@ async function submit() {
     }
     if (res.status === 503) {
       say('The room is still busy and your message was not sent. Try again in a moment.', 'error');
+    } else if (res.status === 401) {
+      say('Sign in to post here. Your message is still in the box.', 'error');
+      askSignIn(`#${target} is for members: sign in to post.`);
     } else if (res.status === 429) {
       coolingDown = true;
       busy(null);
@@ -384,8 +536,12 @@ document.addEventListener('visibilitychange', () => {
 // ---- start ----
 
 showName();
-addEventListener('hashchange', followHash);
-followHash();
+whoAmI().then(() => {
+  if (account) me = account.user;
+  showName();
+  addEventListener('hashchange', followHash);
+  followHash();
+});
 setInterval(() => {
   if (!document.hidden) loadRooms();
 }, 15000);

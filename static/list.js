@@ -25,10 +25,11 @@ export class MessageList {
   /**
    * `ol` is the list, `scroller` the element that scrolls, `jump` the
    * button shown when new messages arrive below, `empty` the "no messages"
-   * note; `isMine(m)` says whether a message is the reader's own.
+   * note; `isMine(m)` says whether a message is the reader's own, and
+   * `canDelete(m)` whether the reader may delete it.
    */
-  constructor({ ol, scroller, jump, empty, isMine }) {
-    Object.assign(this, { ol, scroller, jump, empty, isMine });
+  constructor({ ol, scroller, jump, empty, isMine, canDelete = () => false }) {
+    Object.assign(this, { ol, scroller, jump, empty, isMine, canDelete });
     this.unread = 0;
     scroller.addEventListener('scroll', () => {
       if (this.atBottom()) this.markRead();
@@ -151,8 +152,23 @@ export class MessageList {
     }
     const continued = this.tail?.user === m.user && day === this.tail?.day
       && time - this.tail.time < GROUP_MS;
-    add(renderMessage(m, { mine: this.isMine(m), continued }));
+    add(renderMessage(m, { mine: this.isMine(m), continued, deletable: this.canDelete(m) }));
     this.tail = { day: day ?? this.tail?.day ?? null, user: m.user, time };
+  }
+
+  /** Shows message `id` as deleted, where it is on the page. */
+  deleted(id) {
+    const item = this.items.find((it) => it.m && it.m.id === id);
+    if (!item || item.m.deleted) return;
+    item.m = { ...item.m, text: '', spans: undefined, deleted: true };
+    const li = this.ol.querySelector(`li.msg[data-id="${id}"][data-section="${this.section}"]`);
+    if (!li) return;
+    const fresh = renderMessage(item.m, {
+      mine: this.isMine(item.m),
+      continued: li.classList.contains('cont'),
+    });
+    fresh.dataset.section = li.dataset.section;
+    li.replaceWith(fresh);
   }
 
   /** Draws the current section again, e.g. after the reader changed name. */

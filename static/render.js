@@ -18,6 +18,11 @@ const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/g;
 export function renderBody(msg) {
   const body = document.createElement('div');
   body.className = 'body';
+  if (msg.deleted) {
+    body.classList.add('deleted');
+    body.textContent = 'This message was deleted.';
+    return body;
+  }
   // Its own direction, from its own text: a right-to-left message or a
   // stray override character cannot turn the page around it (the CSS
   // isolates it too).
@@ -76,9 +81,10 @@ export function appendText(parent, text) {
  * One message as a list item: who, when and what. `mine` marks the
  * reader's own messages; `continued` is a follow-up by the same person
  * shortly after, shown without repeating the name (screen readers still
- * hear it).
+ * hear it); `deletable` adds a delete button. A guest (posted without an
+ * account on a server that has them) is marked as one.
  */
-export function renderMessage(msg, { mine = false, continued = false } = {}) {
+export function renderMessage(msg, { mine = false, continued = false, deletable = false } = {}) {
   const li = document.createElement('li');
   li.className = 'msg';
   if (mine) li.classList.add('mine');
@@ -97,7 +103,25 @@ export function renderMessage(msg, { mine = false, continued = false } = {}) {
     you.textContent = ' (you)';
     who.append(you);
   }
-  meta.append(who, ' ', renderTime(msg.time));
+  meta.append(who);
+  if (msg.guest) {
+    const guest = document.createElement('span');
+    guest.className = 'guest';
+    guest.textContent = 'guest';
+    guest.title = 'Posted without an account: anyone could use this name';
+    meta.append(' ', guest);
+  }
+  meta.append(' ', renderTime(msg.time));
+  if (deletable && !msg.deleted) {
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'delete link';
+    del.dataset.id = String(msg.id);
+    del.textContent = 'Delete';
+    del.setAttribute('aria-label', `Delete message from ${msg.user} at ${clock(new Date(msg.time))}`);
+    meta.append(' ', del);
+  }
+  if (msg.deleted) li.classList.add('gone');
   li.append(meta, renderBody(msg));
   return li;
 }

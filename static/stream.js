@@ -50,6 +50,12 @@ class Log {
     return this.last ? this.last.id : 0;
   }
 
+  /** Marks message `id` deleted in what a new tab is handed. */
+  erase(id) {
+    this.recent = this.recent.map((m) => (m.id === id ? { ...m, text: '', spans: undefined, deleted: true } : m));
+    if (this.last?.id === id) this.last = { ...this.last, text: '', deleted: true };
+  }
+
   /** True the first time a message id is seen in this epoch. */
   accept(m) {
     if (typeof m?.id !== 'number' || this.seen.has(m.id)) return false;
@@ -75,7 +81,9 @@ const newEpoch = () => Math.random().toString(36).slice(2, 10);
  * `{t:'state', state}` connecting | live | reconnecting;
  * `{t:'presence', online, users}`; `{t:'message', m}` once per message;
  * `{t:'gap'}` when older messages are gone; `{t:'restart'}` when the
- * server's ids started over. Returns `{ close() }`.
+ * server's ids started over; `{t:'delete', id}` when message `id` was
+ * deleted; `{t:'denied', status}` when the server refuses the stream
+ * (401: sign in; 403: not allowed). Returns `{ close() }`.
  */
 export function openRoom({ room, user, onEvent }) {
   const key = `smolchat:${room}:${user}`;
@@ -112,6 +120,13 @@ export function openRoom({ room, user, onEvent }) {
       case 'gap':
         log.epoch = ev.epoch;
         onEvent({ t: 'gap', since: ev.since, first: ev.first });
+        break;
+      case 'delete':
+        log.erase(ev.id);
+        onEvent({ t: 'delete', id: ev.id });
+        break;
+      case 'denied':
+        onEvent({ t: 'denied', status: ev.status });
         break;
       case 'sync':
         log.epoch = ev.epoch;
@@ -235,6 +250,7 @@ function streamRoom({ room, user, log, emit, everLive }) {
     });
     on('message', (m) => (held ? held.push(['message', m]) : handle('message', m)));
     on('gap', (g) => (held ? held.push(['gap', g]) : handle('gap', g)));
+    on('delete', (d) => (held ? held.push(['delete', d]) : handle('delete', d)));
     on('join', (j) => {
       online = j.online;
       users.add(j.user);
@@ -259,15 +275,36 @@ function streamRoom({ room, user, log, emit, everLive }) {
       // CONNECTING: the browser retries by itself, with Last-Event-ID.
       // CLOSED: it gave up (an error status); we retry, with ?since=.
       if (mine.readyState === EventSource.CLOSED) {
-        retry = setTimeout(() => open(log.lastId() || null), backoff);
-        backoff = Math.min(backoff * 2, 30000);
+        // EventSource hides the status; ask the room's history, which the
+        // same rules guard, whether signing in would help.
+        denied().then((status) => {
+          if (es !== mine || closed) return;
+          if (status) {
+            emit({ t: 'denied', status });
+            return;
+          }
+          retry = setTimeout(() => open(log.lastId() || null), backoff);
+          backoff = Math.min(backoff * 2, 30000);
+        });
       }
     });
+  }
+
+  /** 401 or 403 when the server refuses this room to us; else 0. */
+  async function denied() {
+    try {
+      const res = await fetch(`/rooms/${encodeURIComponent(room)}/messages?limit=1`, { cache: 'no-store' });
+      return res.status === 401 || res.status === 403 ? res.status : 0;
+    } catch {
+      return 0;
+    }
   }
 
   function handle(kind, data) {
     if (kind === 'message') {
       emit({ t: 'message', epoch: log.epoch, m: data });
+    } else if (kind === 'delete') {
+      emit({ t: 'delete', epoch: log.epoch, id: data.id });
     } else if (data.first != null && data.first > data.since) {
       // A real hole. A gap whose `first` is not past `since` means the ids
       // went backwards; `verify` already dealt with that.
@@ -291,7 +328,7 @@ function streamRoom({ room, user, log, emit, everLive }) {
       if (!res.ok) throw new Error(`status ${res.status}`);
       const [m] = await res.json();
       same = m !== undefined && (m.id === last.id
-        ? m.time === last.time && m.user === last.user && m.text === last.text
+        ? m.time === last.time && m.user === last.user && (m.deleted || m.text === last.text)
         : m.id > last.id);
     } catch {
       if (es !== mine || closed) return;

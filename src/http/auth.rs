@@ -153,6 +153,8 @@ pub struct Me {
     pub accounts: bool,
     /// What anyone may do where no rule says otherwise.
     pub default_access: String,
+    /// Seconds an author may delete their own message.
+    pub edit_window: u64,
 }
 
 impl Me {
@@ -164,6 +166,7 @@ impl Me {
             admin: asker.who.is_admin(),
             accounts: app.accounts.has_users(),
             default_access: default.to_string(),
+            edit_window: app.config.edit_window.as_secs(),
         }
     }
 }

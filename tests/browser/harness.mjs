@@ -76,6 +76,25 @@ export async function startServer(args = [], { addr = '127.0.0.1:0' } = {}) {
 }
 
 /**
+ * Runs a smolchat subcommand (`user`, `token`, `access`) under the same
+ * wrapper as the server, with `input` on stdin; resolves with its stdout,
+ * or rejects with its stderr.
+ */
+export function runCli(args, input = '') {
+  const [cmd, ...pre] = [...WRAPPER, BIN];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, [...pre, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b) => { out += b; });
+    child.stderr.on('data', (b) => { err += b; });
+    child.stdin.on('error', () => {}); // a command that fails early reads nothing
+    child.stdin.end(input);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`smolchat ${args.join(' ')}: ${err}`))));
+  });
+}
+
+/**
  * Headless Chromium with the flags CI uses. Every launch gets a fresh
  * temporary profile (playwright passes a new --user-data-dir), and every
  * `newContext()` inside it is isolated like another browser.
