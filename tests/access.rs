@@ -428,6 +428,22 @@ fn losing_the_right_to_read_ends_open_streams_within_a_second() {
     ok(&db, &["access", "bob", "team-*", "rw"], "");
     let cookie = format!("Cookie: {}", login(&s, "bob", "pw-of-bob"));
     let mut by_cookie = open(&cookie);
+    // A new password ends the browser sessions opened with the old one.
+    ok(
+        &db,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "a-new-password\n",
+    );
+    assert!(
+        ends(&mut by_cookie),
+        "a changed password ends the cookie's stream"
+    );
+    assert_eq!(
+        s.get_with("/me", &[&cookie]).json()["user"],
+        serde_json::Value::Null
+    );
+    let cookie = format!("Cookie: {}", login(&s, "bob", "a-new-password"));
+    let mut by_cookie = open(&cookie);
     ok(&db, &["user", "del", "bob"], "");
     assert!(ends(&mut by_cookie), "a deleted user's stream ended");
     assert_eq!(

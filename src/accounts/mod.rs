@@ -92,6 +92,15 @@ impl Identity {
     }
 }
 
+/// A browser session: whose, until when, and the password hash it was
+/// opened under (a new password ends it).
+#[derive(Clone, Debug)]
+struct Session {
+    user: UserName,
+    expires: Timestamp,
+    phc: Arc<str>,
+}
+
 /// A `Basic` credential checked recently: whose, against which stored
 /// hash, until when it is trusted without another check.
 type Verified = (UserName, Arc<str>, Instant);
@@ -101,7 +110,7 @@ type Verified = (UserName, Arc<str>, Instant);
 pub struct Accounts {
     snapshot: RwLock<Arc<Snapshot>>,
     default_access: Access,
-    sessions: Mutex<HashMap<SecretHash, (UserName, Timestamp)>>,
+    sessions: Mutex<HashMap<SecretHash, Session>>,
     basic: Mutex<HashMap<SecretHash, Verified>>,
     /// Bumped (and `changed` rung) after every reload that changed something.
     version: AtomicU64,
@@ -139,13 +148,17 @@ impl Accounts {
         if let Some(path) = path {
             let db = AccountsDb::open(&path).map_err(|e| e.0)?;
             let now = Timestamp::now();
-            let sessions = db.sessions(now).map_err(|e| e.0)?;
-            *lock(&accounts.sessions) = sessions
-                .into_iter()
-                .map(|(h, u, exp)| (h, (u, exp)))
-                .collect();
+            let stored = db.sessions(now).map_err(|e| e.0)?;
             accounts.db = Some(Arc::new(Mutex::new(db)));
             accounts.reload().map_err(|e| e.to_string())?;
+            let snap = accounts.snap();
+            *lock(&accounts.sessions) = stored
+                .into_iter()
+                .filter_map(|(hash, user, expires)| {
+                    let phc = Arc::from(snap.users.get(&user)?.hash.as_str());
+                    Some((hash, Session { user, expires, phc }))
+                })
+                .collect();
         }
         Ok(accounts)
     }
@@ -163,8 +176,9 @@ impl Accounts {
         }
         let snap = db.snapshot().map_err(|e| e.0)?;
         drop(db);
-        // Sessions of users that are gone go too.
-        lock(&self.sessions).retain(|_, (u, _)| snap.users.contains_key(u));
+        // Sessions of users that are gone, or whose password changed, end.
+        lock(&self.sessions)
+            .retain(|_, s| snap.users.get(&s.user).is_some_and(|u| *u.hash == *s.phc));
         lock(&self.basic).clear();
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         self.file_version.store(v, Ordering::Release);
@@ -282,12 +296,12 @@ impl Accounts {
     /// The account of a browser session cookie, if it is valid now.
     pub fn by_session(&self, cookie: &str) -> Option<Identity> {
         let hash = hash_secret(cookie);
-        let (user, expires) = lock(&self.sessions).get(&hash).cloned()?;
-        if expires <= Timestamp::now() {
+        let session = lock(&self.sessions).get(&hash).cloned()?;
+        if session.expires <= Timestamp::now() {
             lock(&self.sessions).remove(&hash);
             return None;
         }
-        self.identity_for(&user, Credential::Session(hash))
+        self.identity_for(&session.user, Credential::Session(hash))
     }
 
     /// Starts a browser session for `user`: returns the cookie value.
@@ -295,7 +309,18 @@ impl Accounts {
         let id = secret::new_secret(SESSION_PREFIX)?;
         let hash = hash_secret(&id);
         let expires = Timestamp(Timestamp::now().0 + SESSION_DAYS * 86_400);
-        lock(&self.sessions).insert(hash, (user.clone(), expires));
+        let phc: Arc<str> = match self.snap().users.get(user) {
+            Some(u) => Arc::from(u.hash.as_str()),
+            None => return Err(format!("no user {user}")),
+        };
+        lock(&self.sessions).insert(
+            hash,
+            Session {
+                user: user.clone(),
+                expires,
+                phc,
+            },
+        );
         let user = user.clone();
         self.persist(move |db| db.add_session(&hash, &user, expires))
             .await;
