@@ -50,9 +50,16 @@ impl Server {
             "--sync",
             &args.sync,
         ]);
+        // Every connection of the load comes from 127.0.0.1, so the
+        // per-address cap (64 by default) would count the whole load as
+        // one client and refuse its 65th stream with 429.
+        let per_address = [
+            "--max-connections-per-ip".to_string(),
+            "1000000".to_string(),
+        ];
         // `flags` are name/value pairs; one the user gave after `--`
         // replaces ours.
-        for pair in flags.chunks(2) {
+        for pair in flags.chunks(2).chain(per_address.chunks(2)) {
             if args.extra.iter().any(|e| *e == pair[0]) {
                 continue;
             }
