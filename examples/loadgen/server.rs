@@ -148,6 +148,11 @@ impl Server {
 
     /// One counter or gauge from `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> u64 {
+        metric_in(&self.metrics().await, name)
+    }
+
+    /// The whole `/metrics` text (empty if the request failed).
+    pub(crate) async fn metrics(&self) -> String {
         let mut conn = Conn::open(self.addr).await;
         let body = conn
             // Closed by the server after the answer: a keep-alive wait
@@ -156,11 +161,15 @@ impl Server {
             .request(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             .await
             .1;
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0)
+        String::from_utf8_lossy(&body).into_owned()
     }
+}
+
+/// One counter or gauge from a `/metrics` text (0 if absent).
+pub(crate) fn metric_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Server {
