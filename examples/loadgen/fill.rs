@@ -19,7 +19,10 @@
 //! Reported: posts/s during the fill; RSS at start, after the fill and at
 //! its peak (`VmHWM`); the peak of `smolchat_memory_bytes` against the
 //! limit; and RSS per byte of message text once the budget is full,
-//! `(VmRSS after − VmRSS at start) / (smolchat_memory_messages × size)`.
+//! `(VmRSS after − VmRSS at start) / (smolchat_memory_messages × size)`,
+//! with the resident memory split by kind at start and after the fill
+//! (main malloc heap, other anonymous mappings such as other threads'
+//! malloc arenas, file-backed pages, shared memory: [`Server::rss_breakdown`]).
 //!
 //! Then every room is read back with
 //! `GET /rooms/rN/messages?since=0&limit=M`. With a database every message
@@ -311,6 +314,7 @@ pub(crate) fn run(args: &Args) {
     let server = Server::start(args, &[]);
     let addr = server.addr;
     let start = sample(&server);
+    let start_breakdown = server.rss_breakdown();
 
     let started = Instant::now();
     let (posted, fill_samples) = sampled(&server, max_samples, || {
@@ -330,6 +334,7 @@ pub(crate) fn run(args: &Args) {
     let fill_s = started.elapsed().as_secs_f64();
     let after = sample(&server);
     let fill_hwm_kb = server.status_kb("VmHWM");
+    let after_breakdown = server.rss_breakdown();
 
     let mut seqs = vec![Vec::new(); rooms];
     let mut lat = Vec::new();
@@ -381,6 +386,8 @@ pub(crate) fn run(args: &Args) {
         "rss_bound_kb": bound_kb,
         "start_rss_kb": start.rss_kb,
         "after_rss_kb": after.rss_kb,
+        "start_rss_breakdown_kb": start_breakdown,
+        "after_rss_breakdown_kb": after_breakdown,
         "fill_peak_rss_kb": fill_hwm_kb,
         "fill_sampled_peak_rss_kb": peak(&fill_samples, |s| s.rss_kb),
         "check_sampled_peak_rss_kb": peak(&check_samples, |s| s.rss_kb),
@@ -417,6 +424,9 @@ pub(crate) fn run(args: &Args) {
         limit as f64 / 1048576.0,
         after.messages,
         checked.returned,
+    );
+    eprintln!(
+        "fill: RSS by kind (kB), at start {start_breakdown}, after the fill {after_breakdown}"
     );
     if let Some(p) = &checked.first_problem {
         eprintln!("fill: first mismatch: {p}");

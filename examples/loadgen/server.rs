@@ -146,6 +146,42 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Where the server's resident memory is, in kB, from
+    /// `/proc/PID/smaps`: the main malloc heap (`[heap]`), other private
+    /// anonymous mappings (other threads' malloc arenas, large `mmap`
+    /// allocations, thread stacks), file-backed pages (the binary, the
+    /// libraries) and shared memory (SQLite's WAL index).
+    pub(crate) fn rss_breakdown(&self) -> serde_json::Value {
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.pid())).unwrap_or_default();
+        let (mut heap, mut anon, mut file, mut shmem, mut kind) = (0u64, 0u64, 0u64, 0u64, 0u8);
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                // A mapping's header: address range, perms, offset, dev, inode, path.
+                let perms = words.next().unwrap_or("");
+                let path = words.nth(3).unwrap_or("");
+                kind = match path {
+                    "[heap]" => 0,
+                    _ if perms.ends_with('s') => 3,
+                    "" | "[stack]" | "[anon]" => 1,
+                    p if p.starts_with('[') => 1,
+                    _ => 2,
+                };
+            } else if first == "Rss:" {
+                let kb: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                match kind {
+                    0 => heap += kb,
+                    1 => anon += kb,
+                    2 => file += kb,
+                    _ => shmem += kb,
+                }
+            }
+        }
+        serde_json::json!({ "heap": heap, "anon": anon, "file": file, "shmem": shmem })
+    }
+
     /// One counter or gauge from `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> u64 {
         metric_in(&self.metrics().await, name)
