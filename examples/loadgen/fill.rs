@@ -406,6 +406,10 @@ pub(crate) fn run(args: &Args) {
         "server_threads": server.status_kb("Threads"),
     });
     println!("{json}");
+    // Before the summary: bench.sh shows each run's last line.
+    eprintln!(
+        "fill: RSS by kind (kB), at start {start_breakdown}, after the fill {after_breakdown}"
+    );
     let mib = |kb: u64| kb as f64 / 1024.0;
     eprintln!(
         "fill: {rooms} rooms × {per_room} × {size} B, db {}, {clients} clients: {accepted} posts in {fill_s:.1} s = {:.0}/s \
@@ -424,9 +428,6 @@ pub(crate) fn run(args: &Args) {
         limit as f64 / 1048576.0,
         after.messages,
         checked.returned,
-    );
-    eprintln!(
-        "fill: RSS by kind (kB), at start {start_breakdown}, after the fill {after_breakdown}"
     );
     if let Some(p) = &checked.first_problem {
         eprintln!("fill: first mismatch: {p}");
