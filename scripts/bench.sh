@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs smolchat's load benchmark set and prints a markdown table of medians
-# against the targets of issue 7 (docs/performance.md).
+# against the targets of issue 7 (docs/performance.md); with --memory, the
+# memory-budget set against its targets (docs/performance.md, "Memory budget").
 #
-#   scripts/bench.sh            # every scenario 5 times, medians (~11 min)
+#   scripts/bench.sh            # every scenario 5 times, medians (~6 min)
 #   scripts/bench.sh --quick    # every scenario once, smaller (< 1 min once built)
 #   scripts/bench.sh --runs 3   # another number of runs
-#   scripts/bench.sh --memory   # the memory-budget set instead (~15 min):
+#   scripts/bench.sh --memory   # the memory-budget set instead (~17 min):
 #                               # fill 1024 rooms x 1000 x 4 KiB on the default
 #                               # store and on :memory: (once each), and
 #                               # missread (--runs times); with --quick,
