@@ -29,6 +29,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
+use smol::Timer;
+
 use crate::client::{room_text, BlockingConn, Event, Sse};
 use crate::fanout::{self, round, Load};
 use crate::server::Server;
@@ -71,13 +74,17 @@ fn resume(
         };
         take(&mut sse, &mut next, &mut wrong);
         while next <= last {
-            if Instant::now() > deadline {
-                return Err(format!("out of time at id {next}"));
-            }
-            match sse.read().await {
-                Ok(true) => take(&mut sse, &mut next, &mut wrong),
-                Ok(false) => return Err(format!("stream ended at id {next}")),
-                Err(e) => return Err(format!("read: {e}")),
+            let read = async { Some(sse.read().await) }
+                .or(async {
+                    Timer::at(deadline).await;
+                    None
+                })
+                .await;
+            match read {
+                Some(Ok(true)) => take(&mut sse, &mut next, &mut wrong),
+                Some(Ok(false)) => return Err(format!("stream ended at id {next}")),
+                Some(Err(e)) => return Err(format!("read: {e}")),
+                None => return Err(format!("out of time at id {next}")),
             }
         }
         if wrong > 0 {
