@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Runs smolchat's load benchmark set and prints a markdown table of medians
-# against the targets of issue 7 (docs/performance.md).
+# against the targets of issue 7 (docs/performance.md); with --memory, the
+# memory-budget set against its targets (docs/performance.md, "Memory budget").
 #
 #   scripts/bench.sh            # every scenario 5 times, medians (~6 min)
 #   scripts/bench.sh --quick    # every scenario once, smaller (< 1 min once built)
 #   scripts/bench.sh --runs 3   # another number of runs
+#   scripts/bench.sh --memory   # the memory-budget set instead (~17 min):
+#                               # fill 1024 rooms x 1000 x 4 KiB on the default
+#                               # store and on :memory: (once each), and
+#                               # missread (--runs times); with --quick,
+#                               # 128 rooms x 200 and one missread
 #
 # It builds the release binary and the loadgen example first. On a machine
 # with two or more cores the server runs on core 0 and the load generator
@@ -15,12 +21,14 @@ cd "$(dirname "$0")/.."
 
 quick=0
 runs=5
+memory=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; runs=1 ;;
         --runs) runs="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        *) echo "usage: scripts/bench.sh [--quick] [--runs N]" >&2; exit 2 ;;
+        --memory) memory=1 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) echo "usage: scripts/bench.sh [--quick] [--runs N] [--memory]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -57,7 +65,27 @@ else
 fi
 
 echo "bench: $runs run(s) of each scenario; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-for i in $(seq 1 "$runs"); do
+if [ "$memory" = 1 ]; then
+    if [ "$quick" = 1 ]; then rooms=128; per_room=200; else rooms=1024; per_room=1000; fi
+    # The server's defaults (64MiB budget, SQLite store) plus --rate 0.
+    # Each fill starts on a fresh file, removed afterwards (4 GiB in full).
+    fill_db=target/bench/fill.db
+    rm -f "$fill_db" "$fill_db-wal" "$fill_db-shm"
+    run fill --rooms "$rooms" --messages "$per_room" --size 4096 --clients 8 --db "$fill_db" --timeout 3600
+    rm -f "$fill_db" "$fill_db-wal" "$fill_db-shm"
+    run fill --rooms "$rooms" --messages "$per_room" --size 4096 --clients 8 --db :memory: --timeout 1800
+    miss_db=target/bench/missread.db
+    for i in $(seq 1 "$runs"); do
+        echo "bench: missread run $i of $runs" >&2
+        rm -f "$miss_db" "$miss_db-wal" "$miss_db-shm"
+        run missread --messages 1000 --size 4096 --resumes 20 --subscribers 1000 --rate 50 --seconds 10 --clients 4 \
+            --db "$miss_db" --timeout 600
+    done
+    rm -f "$miss_db" "$miss_db-wal" "$miss_db-shm"
+fi
+regular_runs=$runs
+[ "$memory" = 1 ] && regular_runs=0
+for i in $(seq 1 "$regular_runs"); do
     echo "bench: run $i of $runs" >&2
     run post --clients 8 --seconds "$post_s"
     # More posters in flight: each wake-up of either process then serves
@@ -89,7 +117,7 @@ rm -f "$probe"
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), ${pin[*]:-not pinned};" \
-    "runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+    "$([ "$memory" = 1 ] && echo "memory set, ")runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "fsync on the database's disk (4 KiB write + sync, dd oflag=dsync, 200 writes): $(awk -v t="$fsync_s" 'BEGIN { printf "%.3f ms each", t * 1000 / 200 }');" \
     "filesystem $(df -T target/bench | awk 'NR == 2 { print $2 }')."
 echo

@@ -113,14 +113,19 @@ impl Conn {
     }
 }
 
-/// A blocking keep-alive connection, for `post`: one thread per client
-/// costs the loadgen two syscalls per request (write, read), where an
-/// async client adds readiness registration and an epoll wait, and the
+/// A blocking keep-alive connection, for `post` and `fill`: one thread per
+/// client costs the loadgen two syscalls per request (write, read), where
+/// an async client adds readiness registration and an epoll wait, and the
 /// loadgen must stay cheaper per request than the server it measures.
 pub(crate) struct BlockingConn {
     s: StdStream,
     buf: Vec<u8>,
+    /// Read buffer, allocated once (not zeroed per request).
+    chunk: Box<[u8]>,
 }
+
+/// Longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
 
 impl BlockingConn {
     pub(crate) fn open(addr: SocketAddr) -> std::io::Result<BlockingConn> {
@@ -130,48 +135,111 @@ impl BlockingConn {
         Ok(BlockingConn {
             s,
             buf: Vec::with_capacity(4096),
+            chunk: vec![0u8; 16 * 1024].into_boxed_slice(),
         })
     }
 
     /// Posts `text` to `room` as text/plain: the status (0 when the
     /// connection failed).
     pub(crate) fn post(&mut self, room: &str, text: &str) -> u16 {
-        use std::io::{Read, Write};
+        self.post_id(room, text).0
+    }
+
+    /// Posts `text` to `room` as text/plain: the status (0 when the
+    /// connection failed) and the id a `201` gave it.
+    pub(crate) fn post_id(&mut self, room: &str, text: &str) -> (u16, Option<u64>) {
+        use std::io::Write;
         let req = format!(
             "POST /rooms/{room}/messages HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()
         );
         if self.s.write_all(req.as_bytes()).is_err() {
-            return 0;
+            return (0, None);
         }
+        match self.response() {
+            Some((status, body)) => {
+                let body = &self.buf[body];
+                let id = (status == 201)
+                    .then(|| find(body, b"\"id\":").map(|i| parse_u64(&body[i + 5..]).0))
+                    .flatten();
+                (status, id)
+            }
+            None => (0, None),
+        }
+    }
+
+    /// Sends `GET path`: the status and the body (`None` when the
+    /// connection failed).
+    pub(crate) fn get(&mut self, path: &str) -> Option<(u16, &[u8])> {
+        use std::io::Write;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.s.write_all(req.as_bytes()).ok()?;
+        let (status, body) = self.response()?;
+        Some((status, &self.buf[body]))
+    }
+
+    /// Reads one response with a `Content-Length` body into `buf`: its
+    /// status and where its body is. Each pass reads more or returns, and
+    /// the socket's read timeout bounds the wait.
+    fn response(&mut self) -> Option<(u16, std::ops::Range<usize>)> {
+        use std::io::Read;
         self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n").map(|i| i + 4) {
-                let head = &self.buf[..end];
-                let len = head
-                    .split(|&b| b == b'\n')
-                    .find(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
-                    .and_then(|l| std::str::from_utf8(&l[15..]).ok()?.trim().parse().ok())
-                    .unwrap_or(0usize);
-                if self.buf.len() >= end + len {
-                    return head
-                        .get(9..12)
-                        .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
-                        .unwrap_or(0);
-                }
+        let mut scanned = 0usize;
+        let head_end = loop {
+            // Only the bytes not yet searched (and three before them, for
+            // a terminator split across reads): a large body must not make
+            // the search quadratic.
+            let from = scanned.saturating_sub(3);
+            if let Some(i) = find(&self.buf[from..], b"\r\n\r\n") {
+                break from + i + 4;
             }
-            match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return 0,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            if self.buf.len() > MAX_HEAD {
+                return None;
+            }
+            scanned = self.buf.len();
+            match self.s.read(&mut self.chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+            }
+        };
+        let head = &self.buf[..head_end];
+        let status = head
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+            .unwrap_or(0);
+        let len = head
+            .split(|&b| b == b'\n')
+            .find(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
+            .and_then(|l| std::str::from_utf8(&l[15..]).ok()?.trim().parse().ok())
+            .unwrap_or(0usize);
+        let end = head_end + len;
+        self.buf.reserve(end.saturating_sub(self.buf.len()));
+        while self.buf.len() < end {
+            match self.s.read(&mut self.chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
             }
         }
+        Some((status, head_end..end))
     }
 }
 
 /// The text of post `k`, sent now, padded to `size` bytes.
 pub(crate) fn message_text(k: u64, size: usize) -> String {
     let mut t = format!("lg {k} {} ", now_us());
+    const FILL: &str = "the quick brown fox jumps over the lazy dog ";
+    while t.len() < size {
+        t.push_str(&FILL[..FILL.len().min(size - t.len())]);
+    }
+    t
+}
+
+/// The text of message `seq` of room `room` (`fill`, `missread`): the
+/// room and the sequence number, padded to `size` bytes, so a reader can
+/// tell which post it got back. Plain words: the default transforms leave
+/// it as it is.
+pub(crate) fn room_text(room: usize, seq: u64, size: usize) -> String {
+    let mut t = format!("fill r{room} m{seq} ");
     const FILL: &str = "the quick brown fox jumps over the lazy dog ";
     while t.len() < size {
         t.push_str(&FILL[..FILL.len().min(size - t.len())]);
@@ -209,6 +277,8 @@ pub(crate) struct Sse {
     /// Un-chunked bytes not yet split into events.
     events: Vec<u8>,
     read_buf: Box<[u8]>,
+    /// Acknowledge every read at once (see [`Sse::ack_at_once`]).
+    quickack: bool,
 }
 
 impl Sse {
@@ -218,6 +288,18 @@ impl Sse {
     pub(crate) async fn open(
         addr: SocketAddr,
         path: &str,
+        rcvbuf: Option<usize>,
+        read_buf: usize,
+    ) -> Result<Sse, String> {
+        Sse::open_with(addr, path, "", rcvbuf, read_buf).await
+    }
+
+    /// [`Sse::open`] with more request `headers` (each line ending in
+    /// `\r\n`), such as `Last-Event-ID`.
+    pub(crate) async fn open_with(
+        addr: SocketAddr,
+        path: &str,
+        headers: &str,
         rcvbuf: Option<usize>,
         read_buf: usize,
     ) -> Result<Sse, String> {
@@ -234,7 +316,7 @@ impl Sse {
                 Async::new(StdStream::from(sock)).map_err(|e| e.to_string())?
             }
         };
-        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
         (&s).write_all(req.as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
@@ -244,6 +326,7 @@ impl Sse {
             size_line: Vec::new(),
             events: Vec::new(),
             read_buf: vec![0u8; read_buf].into_boxed_slice(),
+            quickack: false,
         };
         let mut head = Vec::new();
         let end = loop {
@@ -291,11 +374,24 @@ impl Sse {
         if n == 0 {
             return Ok(false);
         }
+        if self.quickack {
+            // Linux turns quick ACKs off again by itself: set it per read.
+            let _ = socket2::SockRef::from(self.s.get_ref()).set_tcp_quickack(true);
+        }
         // Split borrows: the buffer is read-only while the parser appends.
         let buf = std::mem::take(&mut self.read_buf);
         self.feed(&buf[..n]);
         self.read_buf = buf;
         Ok(self.framing != Framing::End)
+    }
+
+    /// From now on, acknowledge what arrives at once instead of after the
+    /// delayed-ACK timer (`TCP_QUICKACK`). On loopback one segment (~64
+    /// KiB) fills the server's stream send buffer, so a bulk read by a
+    /// client that delays its ACKs moves one segment per ~40 ms timer:
+    /// this measures the server instead of that timer.
+    pub(crate) fn ack_at_once(&mut self) {
+        self.quickack = true;
     }
 
     fn feed(&mut self, mut data: &[u8]) {

@@ -263,23 +263,56 @@ pub(crate) async fn connect_all(
     tasks
 }
 
+/// One fan-out load: S subscribers, M messages from P posters, unpaced
+/// (`rate` 0) or paced at `rate` msgs/s overall, of `size` bytes.
+pub(crate) struct Load {
+    pub(crate) subscribers: usize,
+    pub(crate) posters: usize,
+    pub(crate) messages: usize,
+    pub(crate) rate: f64,
+    pub(crate) size: usize,
+}
+
 pub(crate) fn run(args: &Args) {
-    let subs = args.subscribers.first().copied().unwrap_or(100);
-    let posters = if args.clients == 0 { 4 } else { args.clients };
-    let messages = if args.messages == 0 {
-        1000
-    } else {
-        args.messages
+    let load = Load {
+        subscribers: args.subscribers.first().copied().unwrap_or(100),
+        posters: if args.clients == 0 { 4 } else { args.clients },
+        messages: if args.messages == 0 {
+            1000
+        } else {
+            args.messages
+        },
+        rate: args.rate,
+        size: args.size_or(64),
     };
     let server = Server::start(
         args,
         &[
             "--max-connections".into(),
-            (subs + posters + 64).to_string(),
+            (load.subscribers + load.posters + 64).to_string(),
         ],
     );
+    let json = measure(&server, "bench", &load);
+    println!("{json}");
+    eprintln!("fanout: {}", summary(&json));
+    if let Some(e) = json["first_error"].as_str() {
+        eprintln!("fanout: first subscriber error: {e}");
+    }
+}
+
+/// Runs `load` on `room` of a running server (whose connection limit
+/// must allow it) and checks every subscriber's record: the figures as
+/// the JSON object `fanout` prints. `missread` measures a live room with
+/// it while other reads run.
+pub(crate) fn measure(server: &Server, room: &str, load: &Load) -> serde_json::Value {
+    let &Load {
+        subscribers: subs,
+        posters,
+        messages,
+        rate,
+        size,
+    } = load;
     let addr = server.addr;
-    let room = "bench";
     let ex = LocalExecutor::new();
     let shared = Rc::new(Shared::default());
     epoch();
@@ -292,7 +325,7 @@ pub(crate) fn run(args: &Args) {
         let posts: Vec<_> = (0..posters)
             .map(|p| {
                 ex.spawn(poster(
-                    addr, room, p, posters, messages, args.rate, start_us, args.size, None,
+                    addr, room, p, posters, messages, rate, start_us, size, None,
                 ))
             })
             .collect();
@@ -343,14 +376,14 @@ pub(crate) fn run(args: &Args) {
         .sum();
     let secs = (last_us.saturating_sub(start_us)) as f64 / 1e6;
     let post_secs = (posted_us.saturating_sub(start_us)) as f64 / 1e6;
-    let json = serde_json::json!({
+    serde_json::json!({
         "scenario": "fanout",
         "subscribers": subs,
         "online": online,
         "posters": posters,
         "messages": messages,
-        "rate": args.rate,
-        "size": args.size,
+        "rate": rate,
+        "size": size,
         "accepted": accepted.len(),
         "refused": refused,
         "subscriber_errors": errors,
@@ -372,34 +405,43 @@ pub(crate) fn run(args: &Args) {
         "server_cpu_us_per_delivery": round(cpu.as_secs_f64() * 1e6 / (deliveries.max(1)) as f64, 2),
         "server_peak_rss_kb": server.status_kb("VmHWM"),
         "server_threads": server.status_kb("Threads"),
-    });
-    println!("{json}");
-    eprintln!(
-        "fanout: {subs} subscribers ({online} online), {} of {messages} posts accepted from {posters} posters{}: \
-         {deliveries} deliveries in {secs:.2} s = {:.0}/s; latency p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}; \
-         missing {}, duplicate {}, out of order {}, mismatched {}, subscriber errors {errors}; \
+    })
+}
+
+/// The one-line human summary of a [`measure`] result.
+pub(crate) fn summary(j: &serde_json::Value) -> String {
+    let n = |k: &str| j[k].as_f64().unwrap_or(f64::NAN);
+    let rate = n("rate");
+    format!(
+        "{} subscribers ({} online), {} of {} posts accepted from {} posters{}: \
+         {} deliveries in {:.2} s = {:.0}/s; latency p50 {:.2} ms, p90 {:.2}, p99 {:.2}, max {:.2}; \
+         missing {}, duplicate {}, out of order {}, mismatched {}, subscriber errors {}; \
          server CPU {:.2} s, peak RSS {} kB",
-        accepted.len(),
-        if args.rate > 0.0 {
-            format!(" at {} msgs/s", args.rate)
+        n("subscribers"),
+        n("online"),
+        n("accepted"),
+        n("messages"),
+        n("posters"),
+        if rate > 0.0 {
+            format!(" at {rate} msgs/s")
         } else {
             " unpaced".into()
         },
-        deliveries as f64 / secs.max(1e-9),
-        percentile_ms(&lat, 0.5),
-        percentile_ms(&lat, 0.9),
-        percentile_ms(&lat, 0.99),
-        percentile_ms(&lat, 1.0),
-        faults.missing,
-        faults.duplicate,
-        faults.out_of_order,
-        faults.mismatched,
-        cpu.as_secs_f64(),
-        server.status_kb("VmHWM"),
-    );
-    if let Some(e) = first_error {
-        eprintln!("fanout: first subscriber error: {e}");
-    }
+        n("deliveries"),
+        n("seconds"),
+        n("deliveries_per_s"),
+        n("p50_ms"),
+        n("p90_ms"),
+        n("p99_ms"),
+        n("max_ms"),
+        n("missing"),
+        n("duplicate"),
+        n("out_of_order"),
+        n("mismatched"),
+        n("subscriber_errors"),
+        n("server_cpu_s"),
+        n("server_peak_rss_kb"),
+    )
 }
 
 /// `x` rounded to `digits` decimals, for tidy JSON.

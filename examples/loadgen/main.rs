@@ -9,7 +9,10 @@
 //! cargo run --release --example loadgen -- fanout --subscribers 1000 --rate 50 --messages 500
 //! cargo run --release --example loadgen -- idle --subscribers 2000,10000 -- --keepalive 15
 //! cargo run --release --example loadgen -- slow --subscribers 50
+//! cargo run --release --example loadgen -- fill --rooms 1024 --messages 1000 --db target/bench/fill.db
+//! cargo run --release --example loadgen -- missread --db target/bench/missread.db
 //! scripts/bench.sh --quick          # the whole set, as a markdown table
+//! scripts/bench.sh --memory         # the memory-budget set
 //! ```
 //!
 //! Scenarios:
@@ -22,6 +25,11 @@
 //! - `idle` ([`idle`]): server RSS per open stream at each subscriber count,
 //!   and the server's CPU time over a quiet window.
 //! - `slow` ([`slow`]): one subscriber stops reading while the others read.
+//! - `fill` ([`fill`]): R rooms × M posts, far more than `--memory-limit`
+//!   holds: RSS against the limit, RSS per byte of message text, and every
+//!   message read back through the API.
+//! - `missread` ([`missread`]): resumes that only the database can answer:
+//!   their time and server CPU, and the paced fan-out's p99 next to them.
 //! - `report`: reads the JSON lines of many runs on stdin and prints the
 //!   markdown table of medians against the targets ([`report`]).
 //!
@@ -32,7 +40,9 @@
 
 mod client;
 mod fanout;
+mod fill;
 mod idle;
+mod missread;
 mod post;
 mod report;
 mod server;
@@ -53,8 +63,13 @@ pub(crate) struct Args {
     /// Posts per second overall; 0 is unpaced.
     pub(crate) rate: f64,
     pub(crate) seconds: f64,
-    /// Bytes of message text.
-    pub(crate) size: usize,
+    /// Bytes of message text; `None` takes the scenario's default
+    /// (see [`Args::size_or`]).
+    pub(crate) size: Option<usize>,
+    /// Rooms (`fill`).
+    pub(crate) rooms: usize,
+    /// Resumes to time (`missread`).
+    pub(crate) resumes: usize,
     pub(crate) db: String,
     pub(crate) sync: String,
     pub(crate) server_cpu: Option<String>,
@@ -65,9 +80,17 @@ pub(crate) struct Args {
     pub(crate) extra: Vec<String>,
 }
 
+impl Args {
+    /// `--size`, or the scenario's `default`.
+    pub(crate) fn size_or(&self, default: usize) -> usize {
+        self.size.unwrap_or(default)
+    }
+}
+
 const USAGE: &str =
-    "usage: loadgen post|fanout|idle|slow|report [--clients N] [--subscribers N[,N..]] \
-[--messages M] [--rate R] [--seconds S] [--size BYTES] [--db PATH|:memory:] [--sync full|normal] \
+    "usage: loadgen post|fanout|idle|slow|fill|missread|report [--clients N] [--subscribers N[,N..]] \
+[--messages M] [--rate R] [--seconds S] [--size BYTES] [--rooms R] [--resumes N] \
+[--db PATH|:memory:] [--sync full|normal] \
 [--server BIN] [--server-cpu LIST] [--loadgen-cpu LIST] [--timeout S] [-- server flags]";
 
 fn parse_args() -> Args {
@@ -79,7 +102,9 @@ fn parse_args() -> Args {
         messages: 0,
         rate: 0.0,
         seconds: 0.0,
-        size: 64,
+        size: None,
+        rooms: 0,
+        resumes: 0,
         db: ":memory:".into(),
         sync: "full".into(),
         server_cpu: None,
@@ -110,7 +135,9 @@ fn parse_args() -> Args {
             "--messages" => args.messages = num(&a, val()),
             "--rate" => args.rate = num(&a, val()),
             "--seconds" => args.seconds = num(&a, val()),
-            "--size" => args.size = num(&a, val()),
+            "--size" => args.size = Some(num(&a, val())),
+            "--rooms" => args.rooms = num(&a, val()),
+            "--resumes" => args.resumes = num(&a, val()),
             "--db" => args.db = val(),
             "--sync" => args.sync = val(),
             "--server-cpu" => args.server_cpu = Some(val()),
@@ -188,7 +215,9 @@ fn main() {
     match args.scenario.as_str() {
         "post" => post::run(&args),
         "fanout" => fanout::run(&args),
+        "fill" => fill::run(&args),
         "idle" => idle::run(&args),
+        "missread" => missread::run(&args),
         "slow" => slow::run(&args),
         other => {
             eprintln!("unknown scenario {other:?}\n{USAGE}");

@@ -26,7 +26,7 @@ pub(crate) fn run(args: &Args) {
     let cpu0 = server.cpu();
     let own0 = own_cpu();
     let started = Instant::now();
-    let size = args.size;
+    let size = args.size_or(64);
     let (mut lat, refused) = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..clients)
             .map(|c| {

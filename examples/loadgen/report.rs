@@ -1,6 +1,8 @@
 //! `report`: reads the JSON lines of many runs on stdin, groups runs of the
 //! same scenario and parameters, and prints a markdown table of medians
-//! (loss counts: the worst run) against the targets of issue 7.
+//! (loss counts: the worst run) against the targets of issue 7, and for
+//! `fill` and `missread` those of the memory budget (docs/performance.md,
+//! "Memory budget").
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -61,6 +63,22 @@ fn label(run: &Value) -> String {
                 )
             }
         }
+        "fill" => format!(
+            "fill {}, {} rooms × {} × {} B",
+            if run["db"].as_str() == Some("file") {
+                "SQLite (default store)"
+            } else {
+                ":memory:"
+            },
+            fmt(get(run, "rooms")),
+            fmt(get(run, "messages_per_room")),
+            fmt(get(run, "size"))
+        ),
+        "missread" => format!(
+            "missread, {} × {} B on disk",
+            fmt(get(run, "messages")),
+            fmt(get(run, "size"))
+        ),
         other => other.to_string(),
     }
 }
@@ -349,7 +367,206 @@ pub(crate) fn run() {
                     Target::None,
                 );
             }
+            "fill" => fill_rows(runs, &row, &runs_note),
+            "missread" => missread_rows(runs, &row, &runs_note),
             _ => {}
         }
     }
+}
+
+/// The median of `path` over `runs`.
+fn med_of(runs: &[Value], path: &str) -> f64 {
+    median(runs.iter().map(|r| get(r, path)).collect())
+}
+
+/// The largest `path` over `runs`.
+fn worst_of(runs: &[Value], path: &str) -> f64 {
+    runs.iter()
+        .map(|r| get(r, path))
+        .fold(0.0f64, |a, b| if b.is_nan() { a } else { a.max(b) })
+}
+
+/// The rows of `fill`: posts/s, RSS against the limit, the budget, RSS per
+/// text byte, and the read-back check.
+fn fill_rows(runs: &[Value], row: &dyn Fn(&str, f64, String, Target), runs_note: &str) {
+    let med = |p: &str| med_of(runs, p);
+    let mib = |kb: f64| kb / 1024.0;
+    let rps = med("posts_per_s");
+    row(
+        "posts/s during the fill",
+        rps,
+        format!(
+            "{}{runs_note}; p50 {} ms, p99 {} ms; {} clients, {} s",
+            fmt(rps),
+            fmt(med("p50_ms")),
+            fmt(med("p99_ms")),
+            fmt(med("clients")),
+            fmt(med("fill_seconds"))
+        ),
+        Target::None,
+    );
+    let peak = mib(worst_of(runs, "peak_rss_kb"));
+    row(
+        "peak RSS (VmHWM, MiB; worst run), target --memory-limit + 16 MiB",
+        peak,
+        format!(
+            "{} (RSS at start {}, after the fill {}, peak during the read-back {})",
+            fmt(peak),
+            fmt(mib(med("start_rss_kb"))),
+            fmt(mib(med("after_rss_kb"))),
+            fmt(mib(med("check_sampled_peak_rss_kb")))
+        ),
+        Target::AtMost(mib(med("rss_bound_kb"))),
+    );
+    let limit = med("limit_bytes");
+    let bytes = med("peak_memory_bytes");
+    row(
+        "peak smolchat_memory_bytes (MiB) of --memory-limit; messages held after",
+        bytes,
+        format!(
+            "{} of {} ({:.1}%); {}",
+            fmt(bytes / 1048576.0),
+            fmt(limit / 1048576.0),
+            100.0 * bytes / limit,
+            fmt(med("after_memory_messages"))
+        ),
+        Target::None,
+    );
+    let per = med("rss_per_text_byte");
+    // Only a full budget says what a message costs in RSS; a small fill
+    // is mostly the fixed costs.
+    let full = bytes >= 0.9 * limit;
+    row(
+        "RSS per byte of message text, budget full: (RSS after − at start) / (messages held × size)",
+        per,
+        if full {
+            format!("{per:.3}")
+        } else {
+            format!("{per:.3} (budget not full: not comparable)")
+        },
+        if full {
+            Target::AtMost(1.25)
+        } else {
+            Target::None
+        },
+    );
+    let bad =
+        worst_of(runs, "mismatched") + worst_of(runs, "refused") + worst_of(runs, "post_errors");
+    let complete = runs[0]["db"].as_str() == Some("file");
+    row(
+        if complete {
+            "read back, every room: ids 1..=M with their texts; mismatched / refused posts (worst run)"
+        } else {
+            "read back, every room: consecutive, ending at M, right texts; mismatched / refused posts (worst run)"
+        },
+        bad,
+        format!(
+            "{} / {}; {} messages returned in {} s",
+            fmt(worst_of(runs, "mismatched")),
+            fmt(worst_of(runs, "refused")),
+            fmt(med("returned")),
+            fmt(med("check_seconds"))
+        ),
+        Target::Zero,
+    );
+}
+
+/// The rows of `missread`: what a resume from the file costs, and the
+/// paced fan-out's p99 alone and next to a loop of them.
+fn missread_rows(runs: &[Value], row: &dyn Fn(&str, f64, String, Target), runs_note: &str) {
+    let med = |p: &str| med_of(runs, p);
+    for (how, pre) in [
+        ("browser-like client", ""),
+        ("client ACKing at once", "quickack_"),
+    ] {
+        let p50 = med(&format!("{pre}resume_p50_ms"));
+        row(
+            &format!(
+                "resume from id 0 ({how}): wall ms first / median / max; server CPU ms per resume"
+            ),
+            p50,
+            format!(
+                "{} / {} / {}{runs_note}; CPU {}",
+                fmt(med(&format!("{pre}resume_first_ms"))),
+                fmt(p50),
+                fmt(med(&format!("{pre}resume_max_ms"))),
+                fmt(med(&format!("{pre}server_cpu_ms_per_resume")))
+            ),
+            Target::None,
+        );
+    }
+    let alone = med("p99_alone_ms");
+    let shape = format!(
+        "{} subscribers × {} msgs/s",
+        fmt(med("alone.subscribers")),
+        fmt(med("alone.rate"))
+    );
+    for (what, key, ratio, count) in [
+        ("alone", "alone", None, None),
+        (
+            "next to a resume loop, browser-like",
+            "loaded",
+            Some("p99_ratio"),
+            Some("loop_resumes"),
+        ),
+        (
+            "next to a resume loop, ACKing at once",
+            "loaded_quickack",
+            Some("p99_ratio_quickack"),
+            Some("quickack_loop_resumes"),
+        ),
+    ] {
+        let p99 = med(&format!("{key}.p99_ms"));
+        let mut shown = format!(
+            "{} / {} / {} / {}",
+            fmt(med(&format!("{key}.p50_ms"))),
+            fmt(med(&format!("{key}.p90_ms"))),
+            fmt(p99),
+            fmt(med(&format!("{key}.max_ms")))
+        );
+        if let (Some(r), Some(n)) = (ratio, count) {
+            shown += &format!(
+                "; p99 ×{:.2} of alone ({} ms); {} resumes during it",
+                med(r),
+                fmt(alone),
+                fmt(med(n))
+            );
+        }
+        row(
+            &format!("paced fan-out, {shape}, {what}: latency p50 / p90 / p99 / max (ms)"),
+            p99,
+            shown,
+            Target::AtMost(20.0),
+        );
+        let loss = [
+            "missing",
+            "duplicate",
+            "out_of_order",
+            "mismatched",
+            "subscriber_errors",
+        ]
+        .iter()
+        .map(|f| worst_of(runs, &format!("{key}.{f}")))
+        .sum();
+        row(
+            &format!(
+                "paced fan-out {what}: missing / duplicate / out of order / mismatched (worst run)"
+            ),
+            loss,
+            format!(
+                "{} / {} / {} / {}",
+                fmt(worst_of(runs, &format!("{key}.missing"))),
+                fmt(worst_of(runs, &format!("{key}.duplicate"))),
+                fmt(worst_of(runs, &format!("{key}.out_of_order"))),
+                fmt(worst_of(runs, &format!("{key}.mismatched")))
+            ),
+            Target::Zero,
+        );
+    }
+    row(
+        "resume errors (all runs)",
+        runs.iter().map(|r| get(r, "resume_errors")).sum(),
+        fmt(runs.iter().map(|r| get(r, "resume_errors")).sum()),
+        Target::Zero,
+    );
 }

@@ -50,9 +50,16 @@ impl Server {
             "--sync",
             &args.sync,
         ]);
+        // Every connection of the load comes from 127.0.0.1, so the
+        // per-address cap (64 by default) would count the whole load as
+        // one client and refuse its 65th stream with 429.
+        let per_address = [
+            "--max-connections-per-ip".to_string(),
+            "1000000".to_string(),
+        ];
         // `flags` are name/value pairs; one the user gave after `--`
         // replaces ours.
-        for pair in flags.chunks(2) {
+        for pair in flags.chunks(2).chain(per_address.chunks(2)) {
             if args.extra.iter().any(|e| *e == pair[0]) {
                 continue;
             }
@@ -140,8 +147,49 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Where the server's resident memory is, in kB, from
+    /// `/proc/PID/smaps`: the main malloc heap (`[heap]`), other private
+    /// anonymous mappings (other threads' malloc arenas, large `mmap`
+    /// allocations, thread stacks), file-backed pages (the binary, the
+    /// libraries) and shared memory (SQLite's WAL index).
+    pub(crate) fn rss_breakdown(&self) -> serde_json::Value {
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.pid())).unwrap_or_default();
+        let (mut heap, mut anon, mut file, mut shmem, mut kind) = (0u64, 0u64, 0u64, 0u64, 0u8);
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                // A mapping's header: address range, perms, offset, dev, inode, path.
+                let perms = words.next().unwrap_or("");
+                let path = words.nth(3).unwrap_or("");
+                kind = match path {
+                    "[heap]" => 0,
+                    _ if perms.ends_with('s') => 3,
+                    "" | "[stack]" | "[anon]" => 1,
+                    p if p.starts_with('[') => 1,
+                    _ => 2,
+                };
+            } else if first == "Rss:" {
+                let kb: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                match kind {
+                    0 => heap += kb,
+                    1 => anon += kb,
+                    2 => file += kb,
+                    _ => shmem += kb,
+                }
+            }
+        }
+        serde_json::json!({ "heap": heap, "anon": anon, "file": file, "shmem": shmem })
+    }
+
     /// One counter or gauge from `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> u64 {
+        metric_in(&self.metrics().await, name)
+    }
+
+    /// The whole `/metrics` text (empty if the request failed).
+    pub(crate) async fn metrics(&self) -> String {
         let mut conn = Conn::open(self.addr).await;
         let body = conn
             // Closed by the server after the answer: a keep-alive wait
@@ -150,11 +198,15 @@ impl Server {
             .request(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             .await
             .1;
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0)
+        String::from_utf8_lossy(&body).into_owned()
     }
+}
+
+/// One counter or gauge from a `/metrics` text (0 if absent).
+pub(crate) fn metric_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Server {

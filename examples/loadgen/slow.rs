@@ -92,7 +92,7 @@ pub(crate) fn run(args: &Args) {
                     usize::MAX,
                     0.0,
                     start_us,
-                    args.size,
+                    args.size_or(64),
                     Some(until),
                 ))
             })
