@@ -216,13 +216,37 @@ pub fn encode_in(event: &Event<'_>, memory: &Arc<Memory>) -> Frame {
     Frame::charged(encode_bytes(event), memory)
 }
 
+/// The event's bytes, in an allocation of exactly their size.
+///
+/// Encoded into a reused per-thread buffer first, then copied once: grown
+/// in place instead, a 4 KB message's buffer doubled to ~8 KB on its last
+/// bytes and was shrunk back, and glibc left a ~4 KB hole beside every
+/// frame that the next (growing) frame could not use: 1.67 bytes of
+/// resident memory per byte of text, against 1.15 this way (measured by
+/// the loadgen's `fill`).
 fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(8192));
+    }
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.borrow_mut();
+        out.clear();
+        encode_into(event, &mut out);
+        let exact = out.as_slice().to_vec();
+        // A huge event does not keep a huge scratch buffer.
+        if out.capacity() > 64 * 1024 {
+            *out = Vec::with_capacity(8192);
+        }
+        exact
+    })
+}
+
+fn encode_into(event: &Event<'_>, out: &mut Vec<u8>) {
     match event {
         Event::Message(m) => {
             out.extend_from_slice(b"event: message\nid: ");
             out.extend_from_slice(m.id.to_string().as_bytes());
-            data(&mut out, m);
+            data(out, m);
         }
         Event::Hello {
             room,
@@ -231,7 +255,7 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         } => {
             out.extend_from_slice(b"event: hello");
             data(
-                &mut out,
+                out,
                 &Hello {
                     room,
                     online: *online,
@@ -242,7 +266,7 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         Event::Join { user, online } => {
             out.extend_from_slice(b"event: join");
             data(
-                &mut out,
+                out,
                 &Someone {
                     user,
                     online: *online,
@@ -252,7 +276,7 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         Event::Leave { user, online } => {
             out.extend_from_slice(b"event: leave");
             data(
-                &mut out,
+                out,
                 &Someone {
                     user,
                     online: *online,
@@ -262,7 +286,7 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         Event::Presence { online, users } => {
             out.extend_from_slice(b"event: presence");
             data(
-                &mut out,
+                out,
                 &Everyone {
                     online: *online,
                     users,
@@ -272,7 +296,7 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         Event::Gap { since, first } => {
             out.extend_from_slice(b"event: gap");
             data(
-                &mut out,
+                out,
                 &Gap {
                     since: *since,
                     first: *first,
@@ -282,16 +306,15 @@ fn encode_bytes(event: &Event<'_>) -> Vec<u8> {
         Event::Delete { id, target } => {
             out.extend_from_slice(b"event: delete\nid: ");
             out.extend_from_slice(id.to_string().as_bytes());
-            data(&mut out, &serde_json::json!({ "id": target }));
+            data(out, &serde_json::json!({ "id": target }));
         }
         Event::Shutdown { retry_ms } => {
             out.extend_from_slice(b"retry: ");
             out.extend_from_slice(retry_ms.to_string().as_bytes());
             out.extend_from_slice(b"\nevent: shutdown");
-            data(&mut out, &Shutdown { retry: *retry_ms });
+            data(out, &Shutdown { retry: *retry_ms });
         }
     }
-    out
 }
 
 /// The JSON of a `message` frame's `data:` line: the stored message,

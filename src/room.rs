@@ -663,7 +663,10 @@ impl Room {
         let ahead = since.is_some_and(|s| s >= next_id);
         let here = match since {
             Some(s) if !ahead => st.history.covers_after(s, next_id),
-            _ => st.history.covers_newest(replay),
+            // A client ahead of the room is told where history starts:
+            // only a complete window knows.
+            Some(_) => st.history.is_complete() && st.history.covers_newest(replay),
+            None => st.history.covers_newest(replay),
         };
         let replay = if here {
             let mut frames = Vec::new();

@@ -136,6 +136,11 @@ impl MemoryHistory {
         }
     }
 
+    /// Whether the window holds every message the room still has.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     /// Marks older messages as held by the store only.
     pub fn set_incomplete(&mut self) {
         self.complete = false;

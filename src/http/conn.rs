@@ -312,6 +312,14 @@ impl Conn<'_> {
                     self.answered += 1;
                     self.deadline = Instant::now() + self.app.config.header_timeout;
                 }
+                Reply::Messages(page) => {
+                    let close = close || self.app.shutdown.is_triggered();
+                    if self.write_messages(page, method, close).await.is_err() || close {
+                        return Step::Close;
+                    }
+                    self.answered += 1;
+                    self.deadline = Instant::now() + self.app.config.header_timeout;
+                }
                 Reply::Stream(start) => return Step::Stream(Box::new(start)),
             }
             if self.buf.is_empty() {
@@ -392,6 +400,40 @@ impl Conn<'_> {
             .await
             .map_err(|_| WriteFail::Io)?;
         write_all(self.stream, &out, self.app.config.slow_timeout).await
+    }
+
+    /// Writes a history page: the head through the encoder (it adds the
+    /// date and the length), then the messages' JSON straight from their
+    /// frames.
+    async fn write_messages(
+        &mut self,
+        page: super::MessagesReply,
+        method: Method,
+        close: bool,
+    ) -> Result<(), WriteFail> {
+        let super::MessagesReply {
+            mut response,
+            frames,
+        } = page;
+        let page = super::MessagesReply {
+            response: Response::new(200),
+            frames,
+        };
+        let len = page.len();
+        if close {
+            response.insert_header("connection", "close");
+        }
+        response.set_body(Body::from_reader(futures_lite::io::empty(), Some(len)));
+        let mut head = Vec::with_capacity(256);
+        async_h1::server::Encoder::new(response, method)
+            .read_to_end(&mut head)
+            .await
+            .map_err(|_| WriteFail::Io)?;
+        let mut parts = vec![&head[..]];
+        if method != Method::Head {
+            parts.extend(page.parts());
+        }
+        write_parts(self.stream, &parts, self.app.config.slow_timeout).await
     }
 
     /// Answers with `err` and closes, reading for a moment first so the
@@ -583,7 +625,6 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
         }
     }
     let _gauge = Gauge(app);
-    let _ = socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(SSE_SNDBUF);
     let stall = app.config.slow_timeout;
 
     // The head, then one chunk: `retry:`, hello, gap, the replay. The
@@ -607,6 +648,10 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     if sent.is_err() {
         return;
     }
+    // The replay went out with the kernel's own buffer (a resume of a
+    // thousand messages needs it); live events get a small one, so a
+    // client that stops reading fills it soon and the stall is seen.
+    let _ = socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(SSE_SNDBUF);
     // Sized for the head; most streams then idle.
     out = Vec::new();
 

@@ -41,8 +41,48 @@ use reply::{json, ApiError};
 pub enum Reply {
     /// A complete response.
     Response(Response),
+    /// A JSON array of messages, written from their frames in place (a
+    /// history page may be thousands of messages: no copy of it is made).
+    Messages(MessagesReply),
     /// An event stream to run.
     Stream(StreamStart),
+}
+
+/// A history page: status and headers, and the frames whose JSON makes up
+/// the body.
+#[derive(Debug)]
+pub struct MessagesReply {
+    /// Status and headers (no body).
+    pub response: Response,
+    /// Message frames, oldest first (other events are left out).
+    pub frames: Vec<Frame>,
+}
+
+impl MessagesReply {
+    /// The body's pieces, in order: `[`, each message's JSON with commas
+    /// between, `]`.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(self.frames.len() * 2 + 1);
+        parts.push(&b"["[..]);
+        for (i, f) in self.frames.iter().enumerate() {
+            if i > 0 {
+                parts.push(&b","[..]);
+            }
+            parts.push(event::message_json(f));
+        }
+        parts.push(&b"]"[..]);
+        parts
+    }
+
+    /// The body's length.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    /// Whether the page holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
 }
 
 /// Everything needed to run an event stream.
@@ -169,6 +209,7 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
     let mut reply = result.unwrap_or_else(|e| Reply::Response(e.response()));
     let res = match &mut reply {
         Reply::Response(res) => res,
+        Reply::Messages(m) => &mut m.response,
         Reply::Stream(s) => &mut s.response,
     };
     if method != Method::Options {
@@ -330,10 +371,14 @@ async fn read_store(app: &App, room: &RoomName, query: Query) -> Result<Found, A
         .reader
         .as_ref()
         .ok_or_else(|| ApiError::StoreRead("no database".into()))?;
-    reader.read(room, query).await.map_err(|e| {
+    let found = reader.read(room, query).await.map_err(|e| {
         log::error!("{e}");
         ApiError::StoreRead(e.0)
-    })
+    })?;
+    // What was read counts against the budget until it is written: make
+    // room for it in memory's cache of recent messages.
+    app.reclaim();
+    Ok(found)
 }
 
 /// The `403` for a post or stream under another name than the account's.
@@ -486,18 +531,16 @@ async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, Api
             Err(query) => read_store(app, room, query).await?.frames,
         },
     };
-    // The messages' JSON is in their frames already: join it. Delete
-    // events are not messages (the messages they delete show `deleted`).
-    let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len()).sum::<usize>());
-    body.push(b'[');
-    for (i, f) in frames.iter().filter(|f| is_message(f)).enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(event::message_json(f));
-    }
-    body.push(b']');
-    Ok(Reply::Response(reply::json_bytes(200, body)))
+    // The messages' JSON is in their frames already: the body is written
+    // from them. Delete events are not messages (the messages they delete
+    // show `deleted`).
+    let mut response = Response::new(200);
+    response.insert_header("content-type", "application/json");
+    response.insert_header("cache-control", "no-store");
+    Ok(Reply::Messages(MessagesReply {
+        response,
+        frames: frames.into_iter().filter(|f| is_message(f)).collect(),
+    }))
 }
 
 /// `{"status":"ok", ...}` while the server takes posts; `503` while it
@@ -740,6 +783,11 @@ mod tests {
     fn respond(app: &App, r: Request) -> Response {
         match smol::block_on(route(app, r, peer())) {
             Reply::Response(res) => res,
+            Reply::Messages(mut page) => {
+                let body: Vec<u8> = page.parts().concat();
+                page.response.set_body(body);
+                page.response
+            }
             Reply::Stream(s) => panic!("unexpected stream {:?}", s.response.status()),
         }
     }
