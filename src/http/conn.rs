@@ -252,7 +252,7 @@ impl Conn<'_> {
                 .map_err(|_| Fail::Closed)?;
         }
         let body = self.read_body(head.framing, limit).await?;
-        let mut req = decode(head.sanitized).map_err(Fail::Refuse)?;
+        let mut req = build_request(head.sanitized).map_err(Fail::Refuse)?;
         let mut body = Body::from_bytes(body);
         // Without a Content-Type of its own, the request would take the
         // body's (octet-stream); the SPEC reads a bare body as plain text.
@@ -346,13 +346,26 @@ impl Conn<'_> {
     }
 }
 
-/// Runs async-h1's decoder over a sanitized head.
+/// Builds the request from a head that [`head::parse`] accepted, by
+/// running async-h1's decoder over its sanitized copy; the connection then
+/// sets the body it read itself. Public so the fuzz targets (`fuzz/`) can
+/// check every head the guard lets through.
 ///
 /// Synchronously: [`HeadOnly`] never returns `Pending`, so the decoder
 /// finishes in one poll and `block_on` never parks. Awaited inside the
 /// connection future instead, the decoder's state (its 128-entry httparse
 /// header array, 4 KiB) would be part of every connection task's size.
-fn decode(head: Vec<u8>) -> Result<Request, ApiError> {
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::{conn::build_request, head};
+///
+/// let h = head::parse(b"GET /events?since=3 HTTP/1.1\r\nHost: pi:8080\r\n\r\n").unwrap();
+/// let req = build_request(h.sanitized).unwrap();
+/// assert_eq!(req.url().as_str(), "http://pi:8080/events?since=3");
+/// ```
+pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
     let decoded = future::block_on(async_h1::server::decode(HeadOnly {
         bytes: head.into(),
         pos: 0,
