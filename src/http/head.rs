@@ -22,7 +22,10 @@
 //!
 //! Everything here is a pure function over bytes.
 
-/// Largest request head accepted, request line and headers together.
+/// Request heads must be shorter than this, request line and headers
+/// together, both as sent and as rebuilt for async-h1 (whose own limit it
+/// is): rebuilding can lengthen a head (bare LF becomes CRLF, `X:y`
+/// becomes `X: y`).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header fields accepted.
 pub const MAX_HEADERS: usize = 64;
@@ -264,6 +267,11 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
         sanitized.extend_from_slice(b"\r\n");
     }
     sanitized.extend_from_slice(b"\r\n");
+    // async-h1 refuses a head of MAX_HEAD bytes or more as a malformed
+    // request (400); the client should hear that its head is too large.
+    if sanitized.len() >= MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
     if host.is_none() {
         return Err(HeadError::BadHost);
     }
@@ -452,6 +460,43 @@ mod tests {
             HeadError::BadByte
         );
         assert_eq!(parse(b"GARBAGE\r\n\r\n").unwrap_err(), HeadError::Malformed);
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): a head the guard
+    /// accepted grew past 8 KiB when rebuilt, and async-h1 answered 400
+    /// "head byte length should be less than 8kb" instead of our 431.
+    #[test]
+    fn regression_a_head_that_grows_when_rebuilt_is_too_large() {
+        use crate::http::conn::build_request;
+        // Bare LF and no space after the colon: two bytes more per field.
+        let mut sent = b"GET /events HTTP/1.1\nHost: t\n".to_vec();
+        for i in 0..60 {
+            sent.extend_from_slice(format!("X-{i}:{}\n", "v".repeat(100)).as_bytes());
+        }
+        sent.extend_from_slice(b"X:");
+        sent.resize(MAX_HEAD - 10 - 2, b'v');
+        sent.extend_from_slice(b"\n\n");
+        assert_eq!(find_end(&sent), Ok(Some(MAX_HEAD - 10)));
+        assert_eq!(
+            parse(&sent).map(|h| h.sanitized.len()),
+            Err(HeadError::TooLarge)
+        );
+
+        // As sent is as rebuilt: the longest head accepted is one byte
+        // under the limit, and async-h1 builds it.
+        let exactly = |len: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nHost: t\r\nX: ".to_vec();
+            h.resize(len - 4, b'v');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        let longest = parse(&exactly(MAX_HEAD - 1)).unwrap();
+        assert_eq!(longest.sanitized.len(), MAX_HEAD - 1);
+        assert!(build_request(longest.sanitized).is_ok());
+        assert_eq!(
+            parse(&exactly(MAX_HEAD)).map(|h| h.sanitized.len()),
+            Err(HeadError::TooLarge)
+        );
     }
 
     #[test]
