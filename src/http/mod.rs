@@ -295,7 +295,10 @@ async fn post(
 /// assert_eq!(percent_decode("a+b"), "a+b");
 /// ```
 pub fn percent_decode(v: &str) -> String {
-    let bytes: Vec<u8> = form_urlencoded::parse(format!("u={}", v.replace('+', "%2B")).as_bytes())
+    // Read as the value of a one-field form: `+` and `&` would mean a space
+    // and the next field there, so they are escaped first.
+    let form = format!("u={}", v.replace('+', "%2B").replace('&', "%26"));
+    let bytes: Vec<u8> = form_urlencoded::parse(form.as_bytes())
         .next()
         .map(|(_, v)| v.into_owned().into_bytes())
         .unwrap_or_default();
@@ -534,6 +537,16 @@ mod tests {
         assert!(respond(&app, r)
             .header("access-control-allow-origin")
             .is_none());
+    }
+
+    /// Found by the `body` fuzz target (docs/fuzzing.md): `X-Chat-User:
+    /// Tom & Jerry` posted as "Tom", since `&` ended the form field the
+    /// header was decoded as.
+    #[test]
+    fn regression_an_ampersand_in_x_chat_user_is_kept() {
+        assert_eq!(percent_decode("Tom & Jerry"), "Tom & Jerry");
+        assert_eq!(percent_decode("a&b=c&"), "a&b=c&");
+        assert_eq!(percent_decode("Tom %26 Jerry"), "Tom & Jerry");
     }
 
     #[test]
