@@ -292,13 +292,17 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
 }
 
 /// `host[:port]`: letters, digits, `-._~`, IPv6 brackets and colons; nothing
-/// that could end the authority of the URL async-h1 builds from it.
+/// that could end the authority of the URL async-h1 builds from it. And a
+/// URL must build from it (no stray bracket or colon, a port that fits 16
+/// bits, an IPv4 address in range), or async-h1 would refuse the request
+/// with the URL parser's words instead of ours.
 fn valid_authority(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 255
         && v.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']')
         })
+        && http_types::Url::parse(&format!("http://{v}/")).is_ok()
 }
 
 #[cfg(test)]
@@ -365,6 +369,37 @@ mod tests {
             parse(&head(&["GET / HTTP/1.1", "Host: a", "Host: b"])).unwrap_err(),
             HeadError::BadHost
         );
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): `Host: .[::1]:80`
+    /// passed the guard, then async-h1 could not build a URL from it and
+    /// answered "malformed request: invalid international domain name".
+    #[test]
+    fn regression_a_host_no_url_can_be_built_from_is_refused() {
+        for host in [
+            ".[::1]:80",
+            "[",
+            "[::1",
+            "a]",
+            ":",
+            "a:b:c",
+            "x:99999",
+            "1.2.3.999",
+        ] {
+            let h = head(&["GET / HTTP/1.1", &format!("Host: {host}")]);
+            assert_eq!(
+                parse(&h).map(|h| h.target),
+                Err(HeadError::BadHost),
+                "{host:?}"
+            );
+        }
+        for host in ["[::1]", "x:65535", "0x7f.1", "a_b.local:80"] {
+            let h = parse(&head(&["GET / HTTP/1.1", &format!("Host: {host}")])).unwrap();
+            assert!(
+                crate::http::conn::build_request(h.sanitized).is_ok(),
+                "{host:?}"
+            );
+        }
     }
 
     #[test]
