@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs smolchat's fuzz targets on a stable toolchain: fuzz/run.sh SECONDS [TARGET...]
+#
+# Installs cargo-fuzz (pinned) when missing, runs the fuzz crate's own tests
+# (the event-stream parser, and every corpus file replayed through its
+# check), builds every target once, then fuzzes each named target (default:
+# all) for SECONDS, up to `nproc` targets at a time. Each run starts from a
+# temporary copy of fuzz/corpus/<target>, so the committed seeds are never
+# rewritten. Prints the executions of each target; exits non-zero if any
+# target crashed, naming the input and the command that reproduces it.
+#
+# cargo-fuzz passes nightly-only -Z flags to rustc; RUSTC_BOOTSTRAP=1 makes a
+# stable rustc accept them (docs/fuzzing.md). Environment:
+#   FUZZ_SANITIZER  none (default) or address
+#   FUZZ_JOBS       targets run at once (default: nproc)
+#   FUZZ_NICE       niceness of the fuzzing processes (default 0)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+CARGO_FUZZ_VERSION=0.13.2
+seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
+shift
+all=(head chunked body transform sse config)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
+sanitizer=${FUZZ_SANITIZER:-none}
+jobs=${FUZZ_JOBS:-$(nproc)}
+nice_level=${FUZZ_NICE:-0}
+export RUSTC_BOOTSTRAP=1
+
+# Inputs longer than libFuzzer's default 4096 bytes: a head may use all of
+# its 8 KiB and still have a body behind it.
+max_len() {
+    case $1 in
+        head) echo 10000 ;;
+        *) echo 4096 ;;
+    esac
+}
+
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+fi
+
+echo "== fuzz crate tests (event-stream parser, corpus replay)"
+cargo test --quiet --locked
+
+build_start=$(date +%s)
+echo "== cargo fuzz build --sanitizer $sanitizer"
+cargo fuzz build --sanitizer "$sanitizer"
+echo "== built in $(($(date +%s) - build_start)) s"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+run_one() {
+    local t=$1
+    mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
+    cp corpus/"$t"/* "$work/$t/corpus/"
+    # -timeout: an input that takes over 10 s is a hang, reported as a
+    # crash; the transforms promise linear time.
+    nice -n "$nice_level" cargo fuzz run --sanitizer "$sanitizer" "$t" "$work/$t/corpus" -- \
+        -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 \
+        -artifact_prefix="$work/$t/artifacts/" -print_final_stats=1 \
+        >"$work/$t/log" 2>&1
+}
+
+echo "== fuzzing ${targets[*]} for $seconds s each, $jobs at a time"
+pids=()
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+        wait -n || true
+    done
+    run_one "$t" &
+    pids+=("$!:$t")
+done
+
+failed=0
+for p in "${pids[@]}"; do
+    pid=${p%%:*}
+    t=${p#*:}
+    status=0
+    wait "$pid" || status=$?
+    runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$work/$t/log" | grep -Eo '[0-9]+$' || echo "?")
+    secs=$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$work/$t/log" | grep -Eo 'in [0-9]+' | grep -Eo '[0-9]+' || echo "?")
+    crashes=$(find "$work/$t/artifacts" -type f | wc -l)
+    printf '%-10s %12s executions in %4s s, %s crash file(s)\n' "$t" "$runs" "$secs" "$crashes"
+    if [ "$status" -ne 0 ] || [ "$crashes" -gt 0 ]; then
+        failed=1
+        mkdir -p artifacts/"$t"
+        cp "$work/$t/artifacts/"* artifacts/"$t"/ 2>/dev/null || true
+        # The panic message, else (a timeout, an out-of-memory) libFuzzer's summary.
+        grep -A4 -m1 'panicked at' "$work/$t/log" | sed "s|^|    $t: |" ||
+            grep -B2 -A2 -m1 -E '^(SUMMARY|==[0-9]+== ERROR)' "$work/$t/log" | sed "s|^|    $t: |" ||
+            tail -n 20 "$work/$t/log" | sed "s|^|    $t: |"
+        for f in artifacts/"$t"/*; do
+            [ -e "$f" ] || continue
+            echo "    crash input: fuzz/$f"
+            echo "    reproduce:   cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer $sanitizer $t $f"
+        done
+        [ -n "$(ls artifacts/"$t" 2>/dev/null)" ] || echo "    $t exited with $status and left no input; see the log above"
+    fi
+done
+exit $failed
