@@ -14,6 +14,7 @@
 #   FUZZ_SANITIZER  none (default) or address
 #   FUZZ_JOBS       targets run at once (default: nproc)
 #   FUZZ_NICE       niceness of the fuzzing processes (default 0)
+#   FUZZ_RUNS       also stop each target after this many executions
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +27,8 @@ targets=("$@")
 sanitizer=${FUZZ_SANITIZER:-none}
 jobs=${FUZZ_JOBS:-$(nproc)}
 nice_level=${FUZZ_NICE:-0}
+runs_limit=()
+[ -z "${FUZZ_RUNS:-}" ] || runs_limit=(-runs="$FUZZ_RUNS")
 export RUSTC_BOOTSTRAP=1
 
 # Inputs longer than libFuzzer's default 4096 bytes: a head may use all of
@@ -61,7 +64,7 @@ run_one() {
     # crash; the transforms promise linear time.
     nice -n "$nice_level" cargo fuzz run --sanitizer "$sanitizer" "$t" "$work/$t/corpus" -- \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=10 \
-        -artifact_prefix="$work/$t/artifacts/" -print_final_stats=1 \
+        -artifact_prefix="$work/$t/artifacts/" -print_final_stats=1 "${runs_limit[@]}" \
         >"$work/$t/log" 2>&1
 }
 
