@@ -4,7 +4,7 @@
 //! transforms, `censor` masking or refusing: 130 pipelines), the rest is
 //! the text (invalid UTF-8 replaced). Checked, for any text:
 //!
-//! - no panic, and the same answer twice;
+//! - no panic, and the same answer twice (for texts up to 256 bytes);
 //! - only `censor` in refuse mode refuses;
 //! - the output is at most [`max_output_len`] of the input;
 //! - no transform adds or removes a backtick or a line break;
@@ -90,7 +90,11 @@ pub fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(text).into_owned();
 
     let got = choice.pipeline.apply(Draft::new(text.clone()));
-    assert_eq!(got, choice.pipeline.apply(Draft::new(text.clone())));
+    // Determinism on short texts only: a second run of a long one would
+    // halve the executions for a property the proptests check as well.
+    if text.len() <= 256 {
+        assert_eq!(got, choice.pipeline.apply(Draft::new(text.clone())));
+    }
     let out = match got {
         Ok(out) => out,
         Err(refusal) => {
