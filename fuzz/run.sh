@@ -105,8 +105,13 @@ for t in "${targets[@]}"; do
         [ "$s" -le "$secs" ] || secs=$s
     done
     crashes=$(find "$work/$t/artifacts" -type f | wc -l)
-    printf '%-10s %12s executions in %4s s (%s/s), %s crash file(s)\n' \
-        "$t" "$runs" "$secs" "$((runs / (secs > 0 ? secs : 1)))" "$crashes"
+    # A run that stops on a crash prints no "Done ... in N seconds".
+    if [ "$secs" -gt 0 ]; then
+        rate="$secs s ($((runs / secs))/s)"
+    else
+        rate="? s"
+    fi
+    printf '%-10s %12s executions in %s, %s crash file(s)\n' "$t" "$runs" "$rate" "$crashes"
     if [ -n "${status[$t]:-}" ] || [ "$crashes" -gt 0 ]; then
         failed=1
         mkdir -p artifacts/"$t"
