@@ -398,7 +398,8 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         max_message_bytes,
         buffer: num("buffer", 64, 1, 65_536)?,
         history,
-        replay: num("replay", 50, 0, history)?,
+        // The default never asks for more than history keeps.
+        replay: num("replay", 50.min(history), 0, history)?,
         keepalive: dur("keepalive", Duration::from_secs(15))?,
         publish_timeout: dur("publish-timeout", Duration::from_secs(5))?,
         slow_timeout: dur("slow-timeout", Duration::from_secs(10))?,
@@ -563,6 +564,18 @@ mod tests {
             let e = run(args).unwrap_err();
             assert!(e.0.contains(needle), "{args:?}: {e}");
         }
+    }
+
+    /// Found by the `config` fuzz target (docs/fuzzing.md): `--history 21`
+    /// kept the default `--replay` of 50, more than history holds, though
+    /// `--replay 50 --history 21` is refused.
+    #[test]
+    fn regression_a_history_under_50_lowers_the_default_replay() {
+        assert_eq!(run(&["--history", "21"]).unwrap().replay, 21);
+        let c = run_env(&[], &[("SMOLCHAT_HISTORY", "5")]).unwrap();
+        assert_eq!((c.history, c.replay), (5, 5));
+        assert_eq!(run(&["--history", "500"]).unwrap().replay, 50);
+        assert!(run(&["--history", "21", "--replay", "50"]).is_err());
     }
 
     #[test]

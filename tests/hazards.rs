@@ -121,6 +121,22 @@ fn regression_host_header_cannot_change_the_route() {
     );
 }
 
+/// Found by the `head` fuzz target (docs/fuzzing.md): in a debug build,
+/// an absolute-form target whose host mixes capitals and percent-encoded
+/// UTF-8 panicked in the URL parser's idna adapter (a debug assertion).
+#[test]
+fn regression_a_percent_encoded_host_in_the_target_gets_400_not_a_panic() {
+    let s = Server::start(&[]);
+    for target in ["http://A%C3%A9/healthz", "http://cA%BB/rooms"] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = s.raw(req.as_bytes());
+        assert_eq!(r.status, 400, "{target}: {}", r.text());
+        assert!(r.error().contains("target"), "{}", r.error());
+    }
+    alive(&s);
+    assert!(s.stderr().iter().all(|l| !l.contains("panicked")));
+}
+
 #[test]
 fn regression_keep_alive_responses_do_not_stall_on_nagle() {
     // Without TCP_NODELAY (or with head and body in separate writes) each

@@ -22,7 +22,10 @@
 //!
 //! Everything here is a pure function over bytes.
 
-/// Largest request head accepted, request line and headers together.
+/// Request heads must be shorter than this, request line and headers
+/// together, both as sent and as rebuilt for async-h1 (whose own limit it
+/// is): rebuilding can lengthen a head (bare LF becomes CRLF, `X:y`
+/// becomes `X: y`).
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header fields accepted.
 pub const MAX_HEADERS: usize = 64;
@@ -202,10 +205,8 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     if version != 1 {
         return Err(HeadError::Version);
     }
-    let target_ok = target.starts_with('/')
-        || (target == "*" && method == "OPTIONS")
-        || target.starts_with("http://")
-        || target.starts_with("https://");
+    let target_ok =
+        target.starts_with('/') || (target == "*" && method == "OPTIONS") || valid_absolute(target);
     if !target_ok {
         return Err(HeadError::BadTarget);
     }
@@ -264,6 +265,11 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
         sanitized.extend_from_slice(b"\r\n");
     }
     sanitized.extend_from_slice(b"\r\n");
+    // async-h1 refuses a head of MAX_HEAD bytes or more as a malformed
+    // request (400); the client should hear that its head is too large.
+    if sanitized.len() >= MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
     if host.is_none() {
         return Err(HeadError::BadHost);
     }
@@ -283,14 +289,34 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     })
 }
 
+/// An absolute-form target, `http(s)://host[:port]...`, becomes the request
+/// URL as it is, so it must parse as one, or async-h1 would refuse it in the
+/// URL parser's words. Its authority follows the `Host` rule first: the URL
+/// parser is only ever handed a plain ASCII host (with a percent-encoded
+/// one, `http://A%C3%A9/`, idna_adapter 1.0.0 trips a debug assertion).
+fn valid_absolute(target: &str) -> bool {
+    let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    valid_authority(&rest[..end]) && http_types::Url::parse(target).is_ok()
+}
+
 /// `host[:port]`: letters, digits, `-._~`, IPv6 brackets and colons; nothing
-/// that could end the authority of the URL async-h1 builds from it.
+/// that could end the authority of the URL async-h1 builds from it. And a
+/// URL must build from it (no stray bracket or colon, a port that fits 16
+/// bits, an IPv4 address in range), or async-h1 would refuse the request
+/// with the URL parser's words instead of ours.
 fn valid_authority(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 255
         && v.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']')
         })
+        && http_types::Url::parse(&format!("http://{v}/")).is_ok()
 }
 
 #[cfg(test)]
@@ -357,6 +383,89 @@ mod tests {
             parse(&head(&["GET / HTTP/1.1", "Host: a", "Host: b"])).unwrap_err(),
             HeadError::BadHost
         );
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): `Host: .[::1]:80`
+    /// passed the guard, then async-h1 could not build a URL from it and
+    /// answered "malformed request: invalid international domain name".
+    #[test]
+    fn regression_a_host_no_url_can_be_built_from_is_refused() {
+        for host in [
+            ".[::1]:80",
+            "[",
+            "[::1",
+            "a]",
+            ":",
+            "a:b:c",
+            "x:99999",
+            "1.2.3.999",
+        ] {
+            let h = head(&["GET / HTTP/1.1", &format!("Host: {host}")]);
+            assert_eq!(
+                parse(&h).map(|h| h.target),
+                Err(HeadError::BadHost),
+                "{host:?}"
+            );
+        }
+        for host in ["[::1]", "x:65535", "0x7f.1", "a_b.local:80"] {
+            let h = parse(&head(&["GET / HTTP/1.1", &format!("Host: {host}")])).unwrap();
+            assert!(
+                crate::http::conn::build_request(h.sanitized).is_ok(),
+                "{host:?}"
+            );
+        }
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): the target
+    /// `http://?x.events` passed the guard, then async-h1 could not build
+    /// a URL from it and answered "malformed request: empty host".
+    #[test]
+    fn regression_an_absolute_target_no_url_can_be_built_from_is_refused() {
+        for target in [
+            "http://?x.events",
+            "http://",
+            "https://[/",
+            "http://x:99999/",
+        ] {
+            let h = head(&[&format!("GET {target} HTTP/1.1"), "Host: x"]);
+            assert_eq!(
+                parse(&h).map(|h| h.target),
+                Err(HeadError::BadTarget),
+                "{target:?}"
+            );
+        }
+        let h = parse(&head(&["GET http://x/events?since=1 HTTP/1.1", "Host: x"])).unwrap();
+        let req = crate::http::conn::build_request(h.sanitized).unwrap();
+        assert_eq!(req.url().as_str(), "http://x/events?since=1");
+    }
+
+    /// Found by the `head` fuzz target's long run (docs/fuzzing.md): the
+    /// guard handed `http://A%C3%A9/` to the URL parser, whose idna adapter
+    /// asserts that ASCII reaching it is lowercase: a panic in debug builds
+    /// (and in async-h1's own parse before the guard looked at the URL).
+    #[test]
+    fn regression_a_percent_encoded_host_in_the_target_is_refused_unparsed() {
+        for target in [
+            "http://A%C3%A9/",
+            "http://cA%BB/x",
+            "https://u@x/",
+            "http://x\\y/",
+        ] {
+            let h = head(&[&format!("GET {target} HTTP/1.1"), "Host: x"]);
+            assert_eq!(
+                parse(&h).map(|h| h.target),
+                Err(HeadError::BadTarget),
+                "{target:?}"
+            );
+        }
+        for target in [
+            "http://X/",
+            "https://Pi.local:8080/rooms?since=%C3%A9",
+            "http://[::1]",
+        ] {
+            let h = head(&[&format!("GET {target} HTTP/1.1"), "Host: x"]);
+            assert_eq!(parse(&h).map(|h| h.target).as_deref(), Ok(target));
+        }
     }
 
     #[test]
@@ -452,6 +561,43 @@ mod tests {
             HeadError::BadByte
         );
         assert_eq!(parse(b"GARBAGE\r\n\r\n").unwrap_err(), HeadError::Malformed);
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): a head the guard
+    /// accepted grew past 8 KiB when rebuilt, and async-h1 answered 400
+    /// "head byte length should be less than 8kb" instead of our 431.
+    #[test]
+    fn regression_a_head_that_grows_when_rebuilt_is_too_large() {
+        use crate::http::conn::build_request;
+        // Bare LF and no space after the colon: two bytes more per field.
+        let mut sent = b"GET /events HTTP/1.1\nHost: t\n".to_vec();
+        for i in 0..60 {
+            sent.extend_from_slice(format!("X-{i}:{}\n", "v".repeat(100)).as_bytes());
+        }
+        sent.extend_from_slice(b"X:");
+        sent.resize(MAX_HEAD - 10 - 2, b'v');
+        sent.extend_from_slice(b"\n\n");
+        assert_eq!(find_end(&sent), Ok(Some(MAX_HEAD - 10)));
+        assert_eq!(
+            parse(&sent).map(|h| h.sanitized.len()),
+            Err(HeadError::TooLarge)
+        );
+
+        // As sent is as rebuilt: the longest head accepted is one byte
+        // under the limit, and async-h1 builds it.
+        let exactly = |len: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nHost: t\r\nX: ".to_vec();
+            h.resize(len - 4, b'v');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        let longest = parse(&exactly(MAX_HEAD - 1)).unwrap();
+        assert_eq!(longest.sanitized.len(), MAX_HEAD - 1);
+        assert!(build_request(longest.sanitized).is_ok());
+        assert_eq!(
+            parse(&exactly(MAX_HEAD)).map(|h| h.sanitized.len()),
+            Err(HeadError::TooLarge)
+        );
     }
 
     #[test]

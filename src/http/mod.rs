@@ -275,6 +275,32 @@ fn preflight(app: &App, origin: Option<&str>) -> Reply {
     Reply::Response(res)
 }
 
+/// The id an event stream resumes after: `Last-Event-ID` when it is one of
+/// ours, else `?since=`, else none. EventSource sends `Last-Event-ID` on
+/// reconnect; an id that is not a number is ignored rather than refused,
+/// while a bad `since` is the client's own mistake (400).
+///
+/// # Examples
+///
+/// ```
+/// use http_types::{Method, Request};
+/// use smolchat::http::resume_after;
+///
+/// let mut req = Request::new(Method::Get, "http://pi/events?since=4");
+/// assert_eq!(resume_after(&req).unwrap(), Some(4));
+/// req.insert_header("last-event-id", " 9 ");
+/// assert_eq!(resume_after(&req).unwrap(), Some(9));
+/// req.insert_header("last-event-id", "not-ours");
+/// assert_eq!(resume_after(&req).unwrap(), Some(4));
+/// assert!(resume_after(&Request::new(Method::Get, "http://pi/events?since=-1")).is_err());
+/// ```
+pub fn resume_after(req: &Request) -> Result<Option<u64>, ApiError> {
+    match header(req, "last-event-id").and_then(|v| v.trim().parse().ok()) {
+        Some(id) => Ok(Some(id)),
+        None => query_u64(req, "since"),
+    }
+}
+
 async fn stream(
     app: &App,
     req: &Request,
@@ -302,12 +328,7 @@ async fn stream(
     } else {
         None
     };
-    // EventSource sends Last-Event-ID on reconnect; ids from elsewhere that
-    // are not ours are ignored rather than refused.
-    let since = match header(req, "last-event-id").and_then(|v| v.trim().parse().ok()) {
-        Some(id) => Some(id),
-        None => query_u64(req, "since")?,
-    };
+    let since = resume_after(req)?;
     let named = match query(req, "user") {
         Some(u) if !u.is_empty() => {
             Some(UserName::parse(&u).map_err(|e| ApiError::BadRequest(e.to_string()))?)
@@ -491,10 +512,23 @@ async fn post(
     }
 }
 
-/// `X-Chat-User` may carry a percent-encoded UTF-8 name, since header
-/// values must be ASCII.
-fn percent_decode(v: &str) -> String {
-    let bytes: Vec<u8> = form_urlencoded::parse(format!("u={}", v.replace('+', "%2B")).as_bytes())
+/// Decodes the `X-Chat-User` header: it may carry a percent-encoded UTF-8
+/// name, since header values must be ASCII. `+` stays a plus; bytes that
+/// are not UTF-8 become U+FFFD.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::percent_decode;
+///
+/// assert_eq!(percent_decode("Zo%C3%AB"), "Zoë");
+/// assert_eq!(percent_decode("a+b"), "a+b");
+/// ```
+pub fn percent_decode(v: &str) -> String {
+    // Read as the value of a one-field form: `+` and `&` would mean a space
+    // and the next field there, so they are escaped first.
+    let form = format!("u={}", v.replace('+', "%2B").replace('&', "%26"));
+    let bytes: Vec<u8> = form_urlencoded::parse(form.as_bytes())
         .next()
         .map(|(_, v)| v.into_owned().into_bytes())
         .unwrap_or_default();
@@ -944,6 +978,16 @@ mod tests {
         assert!(respond(&app, r)
             .header("access-control-allow-origin")
             .is_none());
+    }
+
+    /// Found by the `body` fuzz target (docs/fuzzing.md): `X-Chat-User:
+    /// Tom & Jerry` posted as "Tom", since `&` ended the form field the
+    /// header was decoded as.
+    #[test]
+    fn regression_an_ampersand_in_x_chat_user_is_kept() {
+        assert_eq!(percent_decode("Tom & Jerry"), "Tom & Jerry");
+        assert_eq!(percent_decode("a&b=c&"), "a&b=c&");
+        assert_eq!(percent_decode("Tom %26 Jerry"), "Tom & Jerry");
     }
 
     #[test]

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `smolchat_fuzz::targets::body` for the input format and the checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| smolchat_fuzz::targets::body::check(data));

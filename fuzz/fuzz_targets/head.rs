@@ -1,0 +1,4 @@
+#![no_main]
+//! See `smolchat_fuzz::targets::head` for the input format and the checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| smolchat_fuzz::targets::head::check(data));
