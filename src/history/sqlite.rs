@@ -174,9 +174,20 @@ pub struct Db {
 /// SQLite's own locking (with a busy timeout) keeps their writes safe.
 pub fn open_shared(path: &Path) -> Result<Connection, StoreError> {
     let mut db = Db::open_unlocked(path, SyncMode::Full)?;
+    // A person waits for a busy server's commit; a second is not much.
+    db.conn
+        .busy_timeout(BUSY_SUBCOMMAND)
+        .map_err(|e| db.err(e))?;
     db.migrate()?;
     Ok(db.conn)
 }
+
+/// How long the server's connections wait for a lock another connection
+/// holds (a subcommand's write, the reader's snapshot) before failing:
+/// they run on their own threads, so waiting blocks no connection.
+const BUSY_SERVER: std::time::Duration = std::time::Duration::from_secs(5);
+/// The same for a subcommand.
+const BUSY_SUBCOMMAND: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Db {
     /// Opens (creating if needed) and upgrades the file, and checks that it
@@ -210,7 +221,7 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(ctx)?;
-        conn.busy_timeout(std::time::Duration::from_secs(1))
+        conn.busy_timeout(BUSY_SERVER)
             .map_err(ctx)?;
         // The first real read: a file that is not SQLite fails here.
         let mode: String = conn
@@ -422,7 +433,7 @@ impl ReadOnly {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError(format!("database {}: {}", path.display(), explain(&e))))?;
-        conn.busy_timeout(std::time::Duration::from_secs(1))
+        conn.busy_timeout(BUSY_SERVER)
             .map_err(|e| StoreError(format!("database {}: {}", path.display(), explain(&e))))?;
         Ok(ReadOnly {
             conn,
