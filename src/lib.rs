@@ -60,4 +60,5 @@ pub mod rate;
 pub mod room;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod transform;

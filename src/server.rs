@@ -22,6 +22,7 @@ use smol::{Async, Executor, Timer};
 use crate::app::App;
 use crate::http::conn::{self, Stream};
 use crate::http::reply::ApiError;
+use crate::http::transport::Transport;
 
 /// Longest wait for open connections to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_millis(1500);
@@ -151,7 +152,7 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
                 ex.spawn(async move {
                     let _guards = (guard, per_ip);
                     let metrics = app.metrics.clone();
-                    if AssertUnwindSafe(conn::serve(app, stream, peer))
+                    if AssertUnwindSafe(conn::serve(app, Transport::Plain(stream), peer))
                         .catch_unwind()
                         .await
                         .is_err()

@@ -221,8 +221,7 @@ impl Db {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(ctx)?;
-        conn.busy_timeout(BUSY_SERVER)
-            .map_err(ctx)?;
+        conn.busy_timeout(BUSY_SERVER).map_err(ctx)?;
         // The first real read: a file that is not SQLite fails here.
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))

@@ -22,13 +22,13 @@
 //! An event stream takes the socket over from there ([`super::stream`] is
 //! not a module; see [`run_stream`]).
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures_lite::{future, FutureExt};
 use http_types::{Body, Method, Request, Response};
 use smol::Async;
@@ -41,6 +41,8 @@ pub type Stream = Async<std::net::TcpStream>;
 use super::head::{self, Framing, Head};
 use super::reply::ApiError;
 use super::sse;
+use super::transport::Transport;
+pub(crate) use super::transport::WriteFail;
 use super::{chunked, route, Reply, StreamStart};
 use crate::accounts::{Accounts, Identity};
 use crate::app::App;
@@ -79,10 +81,10 @@ const LINGER: Duration = Duration::from_secs(1);
 /// boxing the answering phase keeps that small, so thousands of idle
 /// keep-alives, slow heads or streams cost little. Sizes are logged once
 /// at debug level.
-pub async fn serve(app: App, stream: Stream, peer: SocketAddr) {
+pub async fn serve(app: App, stream: Transport, peer: SocketAddr) {
     // Head and body are written together, but keep-alive responses to
     // small requests would still wait for the peer's delayed ACK.
-    let _ = stream.get_ref().set_nodelay(true);
+    let _ = stream.tcp().get_ref().set_nodelay(true);
     let mut conn = Conn {
         app: &app,
         stream: &stream,
@@ -159,7 +161,7 @@ enum Fail {
 
 struct Conn<'a> {
     app: &'a App,
-    stream: &'a Stream,
+    stream: &'a Transport,
     /// Bytes read but not yet used: the rest of a head, a body, or the next
     /// pipelined request.
     buf: Vec<u8>,
@@ -179,11 +181,10 @@ impl Conn<'_> {
     /// Reads what the socket holds now, without waiting. `Ok(false)` when
     /// there was nothing; `Err` when the peer closed.
     fn read_now(&mut self) -> Result<bool, ()> {
-        use std::io::Read;
         let mut chunk = [0u8; READ_CHUNK];
         let mut got = false;
         loop {
-            match self.stream.get_ref().read(&mut chunk) {
+            match self.stream.read_now(&mut chunk) {
                 Ok(0) => return Err(()),
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -363,24 +364,21 @@ impl Conn<'_> {
     /// Reads more bytes into `buf`, waiting until `deadline` (only when
     /// lingering after a refusal).
     async fn read_more(&mut self, deadline: Instant) -> Result<(), Fail> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let mut r: &Stream = self.stream;
-        let target = &mut self.buf[old..];
-        let got = async { Some(AsyncReadExt::read(&mut r, target).await) }
-            .or(async {
-                Timer::at(deadline).await;
-                None
-            })
-            .await;
-        let n = match &got {
-            Some(Ok(n)) => *n,
-            _ => 0,
-        };
-        self.buf.truncate(old + n);
-        match got {
-            Some(Ok(n)) if n > 0 => Ok(()),
-            _ => Err(Fail::Closed),
+        loop {
+            let ready = async { self.stream.readable().await.is_ok() }
+                .or(async {
+                    Timer::at(deadline).await;
+                    false
+                })
+                .await;
+            if !ready {
+                return Err(Fail::Closed);
+            }
+            match self.read_now() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(()) => return Err(Fail::Closed),
+            }
         }
     }
 
@@ -433,7 +431,9 @@ impl Conn<'_> {
         if method != Method::Head {
             parts.extend(page.parts());
         }
-        write_parts(self.stream, &parts, self.app.config.slow_timeout).await
+        self.stream
+            .write_parts(&parts, self.app.config.slow_timeout)
+            .await
     }
 
     /// Answers with `err` and closes, reading for a moment first so the
@@ -445,7 +445,7 @@ impl Conn<'_> {
         if self.write_response(res, Method::Get, true).await.is_err() {
             return;
         }
-        let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);
+        self.stream.shutdown_write();
         let deadline = Instant::now() + LINGER;
         let mut drained = 0;
         while drained < 1 << 20 {
@@ -550,78 +550,13 @@ impl AsyncWrite for HeadOnly {
     }
 }
 
-/// Why a write did not complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WriteFail {
-    /// The socket accepted no byte for the whole stall period.
-    Stalled,
-    /// The peer is gone.
-    Io,
-}
-
-/// Writes all of `buf`, failing if the socket accepts nothing for `stall`.
-/// The deadline restarts whenever some bytes go out; the common case (the
-/// socket has room) arms no timer at all.
-///
-/// Once waiting, the deadline is polled before the write, so when it has
-/// passed it wins. Polled the other way round, the wake-up of an expired
-/// timer tried one more write(2), and a client that reads nothing can still
-/// take a few bytes now and then (its kernel compacts its receive queue;
-/// too little free space to signal writability, enough for a partial
-/// write): the deadline restarted and the stream was never cut, holding
-/// its room's publishers back indefinitely. The loadgen's `slow` scenario
-/// caught it, intermittently.
+/// Writes all of `buf` ([`Transport::write_parts`] with one part).
 pub(crate) async fn write_all(
-    stream: &Stream,
+    stream: &Transport,
     buf: &[u8],
     stall: Duration,
 ) -> Result<(), WriteFail> {
-    write_parts(stream, &[buf], stall).await
-}
-
-/// Most buffers handed to one writev(2) (Linux allows 1024).
-const MAX_IOV: usize = 256;
-
-/// Writes `parts` one after the other, as [`write_all`] writes one buffer,
-/// with writev(2): an event stream writes its frames where they are (shared
-/// with history and every other stream) instead of copying them into a
-/// buffer of its own, so a stream that waits for its socket holds no
-/// memory but references to frames the memory budget already counts.
-pub(crate) async fn write_parts(
-    stream: &Stream,
-    parts: &[&[u8]],
-    stall: Duration,
-) -> Result<(), WriteFail> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut rest = &mut slices[..];
-    let mut w: &Stream = stream;
-    while !rest.is_empty() {
-        let batch = &rest[..rest.len().min(MAX_IOV)];
-        let wrote = match future::poll_once(AsyncWriteExt::write_vectored(&mut w, batch)).await {
-            Some(r) => r.map_err(|_| WriteFail::Io)?,
-            None => {
-                async {
-                    Timer::after(stall).await;
-                    Err(WriteFail::Stalled)
-                }
-                .or(async {
-                    AsyncWriteExt::write_vectored(&mut w, batch)
-                        .await
-                        .map_err(|_| WriteFail::Io)
-                })
-                .await?
-            }
-        };
-        if wrote == 0 {
-            return Err(WriteFail::Io);
-        }
-        IoSlice::advance_slices(&mut rest, wrote);
-    }
-    Ok(())
+    stream.write_parts(&[buf], stall).await
 }
 
 /// Drives an event stream until the client leaves, stalls, the room closes
@@ -632,7 +567,7 @@ pub(crate) async fn write_parts(
 /// stuck in [`write_all`] and takes nothing from the room, which is what
 /// makes publishers wait; after `--slow-timeout` without progress it gives
 /// up, and dropping the subscription frees the room.
-pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
+pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart) {
     use std::sync::atomic::Ordering::Relaxed;
     let StreamStart {
         response,
@@ -666,7 +601,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     parts.push(&out);
     parts.extend(frames.iter().map(|f| &f[..]));
     parts.push(b"\r\n");
-    let sent = write_parts(stream, &parts, stall).await;
+    let sent = stream.write_parts(&parts, stall).await;
     drop(parts);
     drop(frames);
     if sent.is_err() {
@@ -675,7 +610,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
     // The replay went out with the kernel's own buffer (a resume of a
     // thousand messages needs it); live events get a small one, so a
     // client that stops reading fills it soon and the stall is seen.
-    let _ = socket2::SockRef::from(stream.get_ref()).set_send_buffer_size(SSE_SNDBUF);
+    let _ = socket2::SockRef::from(stream.tcp().get_ref()).set_send_buffer_size(SSE_SNDBUF);
     // Sized for the head; most streams then idle.
     out = Vec::new();
 
@@ -807,7 +742,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Stream, start: StreamStart) {
             parts.push(&out);
             parts.extend(batch.iter().map(|f| &f[..]));
             parts.push(b"\r\n");
-            let r = write_parts(stream, &parts, stall).await;
+            let r = stream.write_parts(&parts, stall).await;
             drop(parts);
             batch.clear();
             r
@@ -866,14 +801,13 @@ async fn access_lost(accounts: Arc<Accounts>, who: Identity, room: RoomName) {
 /// on every wake-up, and `Async::read` would try a `read(2)` each time
 /// (one wasted syscall per delivered batch); `readable` only checks the
 /// reactor's readiness state.
-async fn peer_gone(stream: &Stream) {
-    use std::io::Read;
+async fn peer_gone(stream: &Transport) {
     let mut scratch = [0u8; 64];
     loop {
         if stream.readable().await.is_err() {
             return;
         }
-        match stream.get_ref().read(&mut scratch) {
+        match stream.read_now(&mut scratch) {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

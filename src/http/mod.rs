@@ -15,6 +15,7 @@ pub mod head;
 pub mod page;
 pub mod reply;
 pub mod sse;
+pub mod transport;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
