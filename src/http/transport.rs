@@ -42,8 +42,9 @@ pub enum WriteFail {
 pub enum Transport {
     /// Plain TCP.
     Plain(Async<TcpStream>),
-    /// TLS over TCP, after the handshake.
-    Tls(Tls),
+    /// TLS over TCP, after the handshake. Boxed: a TLS session is a few
+    /// KiB, and a plain connection's task should not carry its size.
+    Tls(Box<Tls>),
 }
 
 /// A TLS session and its socket.
