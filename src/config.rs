@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::accounts::rules::Access;
 use crate::history::sqlite::SyncMode;
 use crate::memory::{format_size, parse_size};
+use crate::tls::TlsFiles;
 use crate::transform::{parse_names, CensorMode, TransformConfig};
 
 /// One flag: its name, the placeholder for its value (`None` for a switch),
@@ -76,6 +77,10 @@ const FLAGS: &[Flag] = &[
     flag("edit-window", Some("DURATION"), "5m", "how long authors may delete their own messages"),
     flag("trust-proxy", None, "off", "take the client address from the first X-Forwarded-For hop"),
     flag("allow-origin", Some("ORIGIN"), "none", "CORS origin allowed to use the API (repeatable, or *)"),
+    flag("tls-cert", Some("FILE"), "none", "serve HTTPS with this PEM certificate chain (with --tls-key)"),
+    flag("tls-key", Some("FILE"), "none", "the PEM private key of --tls-cert"),
+    flag("redirect-http", Some("ADDR"), "none", "also listen on ADDR (e.g. 0.0.0.0:80) and redirect every request to HTTPS (308)"),
+    flag("hsts", None, "off", "with HTTPS, tell browsers to use it only (Strict-Transport-Security, 1 year)"),
 ];
 
 /// The validated configuration the server runs with.
@@ -127,6 +132,12 @@ pub struct Config {
     pub trust_proxy: bool,
     /// CORS origins; `*` allows any.
     pub allow_origins: Vec<String>,
+    /// HTTPS certificate and key, if serving HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// A second address that redirects to HTTPS.
+    pub redirect_http: Option<SocketAddr>,
+    /// Send Strict-Transport-Security.
+    pub hsts: bool,
     /// The message pipeline's settings; `main` fills in the word list.
     pub transforms: TransformConfig,
     /// `--censor-words`: the file `main` reads the word list from.
@@ -322,18 +333,42 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         },
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let trust_proxy = match one("trust-proxy") {
-        None => false,
-        Some(s) => match s.to_ascii_lowercase().as_str() {
-            "" | "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                return err(format!(
-                    "invalid value for --trust-proxy: expected true or false, got {s:?}"
-                ))
-            }
-        },
+    let switch = |name: &str| -> Result<bool, ConfigError> {
+        match one(name) {
+            None => Ok(false),
+            Some(s) => match s.to_ascii_lowercase().as_str() {
+                "" | "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => err(format!(
+                    "invalid value for --{name}: expected true or false, got {s:?}"
+                )),
+            },
+        }
     };
+    let trust_proxy = switch("trust-proxy")?;
+    let hsts = switch("hsts")?;
+    let tls = match (one("tls-cert"), one("tls-key")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return err("--tls-cert needs --tls-key (the certificate's private key)")
+        }
+        (None, Some(_)) => return err("--tls-key needs --tls-cert (the certificate)"),
+    };
+    let redirect_http = match one("redirect-http") {
+        None => None,
+        Some(s) => Some(s.parse().or_else(|_| {
+            err(format!(
+                "invalid value for --redirect-http: expected IP:PORT like 0.0.0.0:80, got {s:?}"
+            ))
+        })?),
+    };
+    if tls.is_none() && (redirect_http.is_some() || hsts) {
+        return err("--redirect-http and --hsts need HTTPS (--tls-cert and --tls-key)");
+    }
     let allow_origins = raw.get("allow-origin").cloned().unwrap_or_default();
     for o in &allow_origins {
         if o != "*" && !valid_origin(o) {
@@ -408,6 +443,9 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         rate_burst: num("rate-burst", 10, 1, 1_000_000)? as u32,
         trust_proxy,
         allow_origins,
+        tls,
+        redirect_http,
+        hsts,
         transforms,
         censor_words_file: one("censor-words").map(str::to_string),
     })

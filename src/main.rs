@@ -59,6 +59,32 @@ fn main() -> ExitCode {
         Some(n) => log::debug!("open-file limit {n}"),
         None => {}
     }
+    // HTTPS: the certificate and key are checked before anything else
+    // starts, so a bad pair is one line and exit 1.
+    let mut https = server::Https::default();
+    if let Some(files) = &config.tls {
+        match smolchat::tls::Certs::load(files.clone()) {
+            Ok(c) => https.certs = Some(c),
+            Err(e) => {
+                eprintln!("smolchat: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Some(addr) = config.redirect_http {
+        match server::bind(addr) {
+            Ok(l) => https.redirect = Some(l),
+            Err(e) => {
+                eprintln!("smolchat: cannot listen on {addr} (--redirect-http): {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let scheme = if https.certs.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listener = match server::bind(config.addr) {
         Ok(l) => l,
         Err(e) => {
@@ -88,9 +114,9 @@ fn main() -> ExitCode {
     if let Some(note) = &open {
         log::warn!("listening on {addr}{note}; see docs/access.md to require accounts");
     }
-    let result = server::run(listener, app.clone(), || {
+    let result = server::run(listener, app.clone(), https, || {
         println!(
-            "smolchat listening on http://{addr}{}",
+            "smolchat listening on {scheme}://{addr}{}",
             open.as_deref().unwrap_or("")
         );
         let _ = std::io::stdout().flush();

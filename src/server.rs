@@ -22,7 +22,8 @@ use smol::{Async, Executor, Timer};
 use crate::app::App;
 use crate::http::conn::{self, Stream};
 use crate::http::reply::ApiError;
-use crate::http::transport::Transport;
+use crate::http::transport::{Tls, Transport};
+use crate::tls::Certs;
 
 /// Longest wait for open connections to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_millis(1500);
@@ -49,8 +50,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<StdListener> {
 /// once the signals are handled and connections are about to be accepted:
 /// a SIGTERM sent as soon as the ready line appears is a clean stop, never
 /// the default action (death by signal).
-pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<()> {
+pub fn run(listener: StdListener, app: App, https: Https, ready: impl FnOnce()) -> io::Result<()> {
     let listener = Async::new(listener)?;
+    let acceptor = match &https.certs {
+        Some(certs) => Some(futures_rustls::TlsAcceptor::from(
+            certs.server_config().map_err(io::Error::other)?,
+        )),
+        None => None,
+    };
+    let https_port = listener.get_ref().local_addr()?.port();
     let ex = Arc::new(Executor::new());
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mut workers = Vec::new();
@@ -64,9 +72,10 @@ pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<
     }
     let result = smol::block_on(ex.run(async {
         use async_signal::{Signal, Signals};
-        let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Xfsz])?;
+        let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Xfsz, Signal::Hup])?;
         ready();
         let shutdown = app.shutdown.clone();
+        let certs = https.certs.clone();
         ex.spawn(async move {
             while let Some(sig) = signals.next().await {
                 match sig {
@@ -74,6 +83,15 @@ pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<
                     // default the process would die; handled, the write fails
                     // with EFBIG and the posts concerned get 503 instead.
                     Ok(Signal::Xfsz) => log::warn!("file size limit reached; database writes fail"),
+                    // certbot's deploy hook, `systemctl reload`: new handshakes
+                    // get the new certificate, open connections keep theirs.
+                    Ok(Signal::Hup) => match &certs {
+                        Some(c) => match c.reload() {
+                            Ok(()) => log::info!("SIGHUP: certificate and key reloaded"),
+                            Err(e) => log::error!("SIGHUP: kept the old certificate: {e}"),
+                        },
+                        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+                    },
                     _ => {
                         log::info!("signal received, shutting down");
                         shutdown.trigger();
@@ -83,7 +101,17 @@ pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<
             }
         })
         .detach();
-        accept_loop(&ex, &listener, &app)
+        if let Some(redirect) = https.redirect {
+            let redirect = Async::new(redirect)?;
+            let (app, ex2) = (app.clone(), ex.clone());
+            ex.spawn(async move {
+                redirect_loop(&ex2, &redirect, &app, https_port)
+                    .or(app.shutdown.wait())
+                    .await;
+            })
+            .detach();
+        }
+        accept_loop(&ex, &listener, &app, acceptor.as_ref())
             .or(app.shutdown.wait())
             .await;
         drop(listener);
@@ -112,7 +140,22 @@ pub fn run(listener: StdListener, app: App, ready: impl FnOnce()) -> io::Result<
     result
 }
 
-async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>, app: &App) {
+/// What HTTPS needs from `main`: the certificates (none: plain HTTP) and
+/// the listener of `--redirect-http`.
+#[derive(Default)]
+pub struct Https {
+    /// `--tls-cert` and `--tls-key`, loaded and checked.
+    pub certs: Option<Arc<Certs>>,
+    /// Bound to `--redirect-http`.
+    pub redirect: Option<StdListener>,
+}
+
+async fn accept_loop(
+    ex: &Arc<Executor<'static>>,
+    listener: &Async<StdListener>,
+    app: &App,
+    acceptor: Option<&futures_rustls::TlsAcceptor>,
+) {
     let refusing = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -149,14 +192,24 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
         match app.tracker.try_enter(app.config.max_connections) {
             Some(guard) => {
                 let app = app.clone();
+                let acceptor = acceptor.cloned();
                 ex.spawn(async move {
                     let _guards = (guard, per_ip);
                     let metrics = app.metrics.clone();
-                    if AssertUnwindSafe(conn::serve(app, Transport::Plain(stream), peer))
-                        .catch_unwind()
-                        .await
-                        .is_err()
-                    {
+                    let served = async {
+                        let transport = match acceptor {
+                            None => Transport::Plain(stream),
+                            // The handshake counts against the connection
+                            // caps (the guards are held) and the header
+                            // timeout.
+                            Some(acceptor) => match handshake(&app, stream, acceptor).await {
+                                Some(t) => t,
+                                None => return,
+                            },
+                        };
+                        conn::serve(app, transport, peer).await;
+                    };
+                    if AssertUnwindSafe(served).catch_unwind().await.is_err() {
                         metrics.panics.fetch_add(1, Ordering::Relaxed);
                         log::error!("a connection task panicked; the connection was dropped");
                     }
@@ -167,9 +220,76 @@ async fn accept_loop(ex: &Arc<Executor<'static>>, listener: &Async<StdListener>,
                 app.metrics
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
-                refuse(ex, &refusing, stream, ApiError::TooManyConnections);
+                if acceptor.is_some() {
+                    // A plain answer on a TLS port would be garbage to the
+                    // client, and a handshake is what is being refused.
+                    drop(stream);
+                } else {
+                    refuse(ex, &refusing, stream, ApiError::TooManyConnections);
+                }
             }
         }
+    }
+}
+
+/// The TLS handshake of a new connection, within `--header-timeout`. A
+/// client that speaks plain HTTP to the HTTPS port gets a short `400`
+/// saying to use `https://` (as nginx does), not a hang.
+async fn handshake(
+    app: &App,
+    stream: Stream,
+    acceptor: futures_rustls::TlsAcceptor,
+) -> Option<Transport> {
+    let deadline = std::time::Instant::now() + app.config.header_timeout;
+    let first = async {
+        stream.readable().await.ok()?;
+        let mut byte = [0u8; 1];
+        match stream.get_ref().peek(&mut byte) {
+            Ok(1) => Some(byte[0]),
+            _ => None,
+        }
+    }
+    .or(async {
+        Timer::at(deadline).await;
+        None
+    })
+    .await?;
+    // Every TLS connection opens with a handshake record (type 22).
+    if first != 0x16 {
+        refuse_with(stream, ApiError::PlainHttpOnTls).await;
+        return None;
+    }
+    let tls = async { acceptor.accept(stream).await.ok() }
+        .or(async {
+            Timer::at(deadline).await;
+            None
+        })
+        .await?;
+    let (tcp, conn) = tls.into_inner();
+    Some(Transport::Tls(Box::new(Tls::new(tcp, conn))))
+}
+
+/// `--redirect-http`: every request gets `308` to the same path on HTTPS.
+async fn redirect_loop(
+    ex: &Arc<Executor<'static>>,
+    listener: &Async<StdListener>,
+    app: &App,
+    https_port: u16,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            Timer::after(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Some(guard) = app.tracker.try_enter(app.config.max_connections) else {
+            continue;
+        };
+        let timeout = app.config.header_timeout;
+        ex.spawn(async move {
+            let _guard = guard;
+            crate::http::redirect(stream, https_port, timeout).await;
+        })
+        .detach();
     }
 }
 
@@ -207,10 +327,12 @@ async fn refuse_with(stream: Stream, err: ApiError) {
     let status = http_types::StatusCode::try_from(err.status())
         .unwrap_or(http_types::StatusCode::ServiceUnavailable);
     let res = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\n{}content-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{}connection: close\r\n{}content-length: {}\r\n\r\n{body}",
         err.status(),
         status.canonical_reason(),
-        err.retry_after().unwrap_or(1),
+        err.retry_after()
+            .map(|s| format!("retry-after: {s}\r\n"))
+            .unwrap_or_default(),
         crate::http::reply::SECURITY_HEADERS
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))

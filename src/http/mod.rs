@@ -217,6 +217,11 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         app.cors.apply(origin.as_deref(), res);
     }
     reply::secure(res);
+    if app.config.hsts {
+        // Browsers then use https:// for this host for a year, also when
+        // someone types http://.
+        res.insert_header("strict-transport-security", "max-age=31536000");
+    }
     reply
 }
 
@@ -246,6 +251,62 @@ async fn dispatch(
         (Method::Post, Resource::Logout) => logout(app, req).await,
         (_, res) => Err(ApiError::MethodNotAllowed(res.allow())),
     }
+}
+
+/// Serves one connection of `--redirect-http`: reads the request head
+/// (within `timeout`, through the same guard as every request) and answers
+/// `308` to the same path and query on HTTPS at `https_port`, then closes.
+/// Anything that is not a request gets `400`.
+pub async fn redirect(stream: conn::Stream, https_port: u16, timeout: std::time::Duration) {
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _, FutureExt as _};
+    let mut buf = Vec::new();
+    let mut r = &stream;
+    let head = async {
+        let mut chunk = [0u8; 2048];
+        loop {
+            match head::find_end(&buf) {
+                Ok(Some(end)) => return head::parse(&buf[..end]).ok(),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            match r.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+    .or(async {
+        smol::Timer::after(timeout).await;
+        None
+    })
+    .await;
+    let location = head
+        .and_then(|h| conn::build_request(h.sanitized).ok())
+        .and_then(|req| {
+            let url = req.url();
+            let host = url.host_str()?.to_string();
+            let port = if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            };
+            let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+            Some(format!("https://{host}{port}{}{query}", url.path()))
+        });
+    let answer = match location {
+        Some(to) => format!(
+            "HTTP/1.1 308 Permanent Redirect\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ),
+        None => "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into(),
+    };
+    let mut w = &stream;
+    let _ = async { w.write_all(answer.as_bytes()).await }
+        .or(async {
+            smol::Timer::after(timeout).await;
+            Ok(())
+        })
+        .await;
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
 }
 
 /// A header as text. http-types has already checked it is ASCII.
@@ -768,9 +829,15 @@ async fn login(app: &App, req: &mut Request, peer: SocketAddr) -> Result<Reply, 
     res.insert_header(
         "set-cookie",
         format!(
-            "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            "{}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
             auth::COOKIE,
-            crate::accounts::SESSION_DAYS * 86_400
+            crate::accounts::SESSION_DAYS * 86_400,
+            // Under HTTPS the browser never sends it over plain HTTP.
+            if app.config.tls.is_some() {
+                "; Secure"
+            } else {
+                ""
+            }
         ),
     );
     res.insert_header("cache-control", "no-store");

@@ -60,13 +60,15 @@ pub enum ApiError {
     Forbidden(String),
     /// 410: the message is deleted already.
     Gone,
+    /// 400: plain HTTP sent to the HTTPS port.
+    PlainHttpOnTls,
 }
 
 impl ApiError {
     /// The status code.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadRequest(_) => 400,
+            ApiError::BadRequest(_) | ApiError::PlainHttpOnTls => 400,
             ApiError::Head(h) => h.status(),
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
@@ -98,6 +100,9 @@ impl ApiError {
             ApiError::Head(h) => h.message().to_string(),
             ApiError::NotFound => "not found".into(),
             ApiError::Gone => "the message is deleted already".into(),
+            ApiError::PlainHttpOnTls => {
+                "this port speaks HTTPS: use https:// in the address".into()
+            }
             ApiError::MethodNotAllowed(allow) => format!("method not allowed; use {allow}"),
             ApiError::Timeout => "request not received in time".into(),
             ApiError::TooLarge(limit) => format!("body too large (limit {limit} bytes)"),
