@@ -82,7 +82,9 @@ impl Server {
             .unwrap();
         let addr = line
             .trim()
-            .strip_prefix("smolchat listening on http://")
+            .strip_prefix("smolchat listening on ")
+            .and_then(|rest| rest.split_once("://"))
+            .map(|(_, rest)| rest)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
             .parse()

@@ -48,7 +48,7 @@ export async function startServer(args = [], { addr = '127.0.0.1:0' } = {}) {
     const timer = setTimeout(() => reject(new Error(`smolchat did not start in time; stderr:\n${stderr}`)), DEADLINE);
     child.stdout.on('data', (b) => {
       out += b;
-      const m = /smolchat listening on (http:\/\/\S+)/.exec(out);
+      const m = /smolchat listening on (https?:\/\/\S+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);

@@ -106,7 +106,9 @@ impl Server {
             }
         };
         let addr = line
-            .strip_prefix("smolchat listening on http://")
+            .strip_prefix("smolchat listening on ")
+            .and_then(|rest| rest.split_once("://"))
+            .map(|(_, rest)| rest)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
