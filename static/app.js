@@ -7,6 +7,7 @@
 // the `storage` event.
 
 import { MessageList } from './list.js';
+import { mentions } from './render.js';
 import { explain, post } from './send.js';
 import { openRoom } from './stream.js';
 
@@ -23,6 +24,7 @@ let server = { accounts: false, editWindow: 300 };
 let room = null;
 let conn = null;
 let unseen = 0; // messages from others while the tab is hidden
+let live = false; // the stream is live (so a message is new, not replayed)
 
 const list = new MessageList({
   ol: $('messages'),
@@ -30,6 +32,7 @@ const list = new MessageList({
   jump: $('jump'),
   empty: $('empty'),
   isMine: (m) => me !== '' && m.user === me && !(account && m.guest),
+  me: () => me,
   canDelete: (m) => account !== null && !m.deleted && (account.admin
     || (m.user === account.user && !m.guest
       && Date.now() - Date.parse(m.time) < server.editWindow * 1000)),
@@ -90,6 +93,9 @@ function onEvent(ev) {
       break;
     case 'state':
       setState(ev.state);
+      // Only what arrives once live is new; a replay is history.
+      if (ev.state === 'live') setTimeout(() => { live = true; }, 0);
+      else live = false;
       break;
     case 'presence':
       showPresence(ev);
@@ -99,6 +105,7 @@ function onEvent(ev) {
       if (document.hidden && ev.m.user !== me) {
         unseen++;
         updateTitle();
+        if (live && mentions(ev.m.text, me)) notify(ev.m);
       }
       break;
     case 'gap':
@@ -520,11 +527,38 @@ function fit() {
 }
 box.addEventListener('input', fit);
 
-// ---- the tab title ----
+// ---- the tab title and notifications ----
 
 function updateTitle() {
-  document.title = `${unseen > 0 ? `(${unseen}) ` : ''}#${room} · smolchat`;
+  document.title = `${unseen > 0 ? `(${unseen}) ` : ''}#${room} — smolchat`;
 }
+
+/** A desktop notification for a mention, when allowed (asked on a click). */
+function notify(m) {
+  if (typeof Notification !== 'function' || Notification.permission !== 'granted') return;
+  const n = new Notification(`${m.user} in #${room}`, { body: m.text, tag: `smolchat-${room}-${m.id}` });
+  n.onclick = () => {
+    window.focus();
+    n.close();
+  };
+}
+
+function showNotifyOffer() {
+  const offer = $('notify');
+  const can = typeof Notification === 'function' && window.isSecureContext;
+  offer.hidden = !can || Notification.permission !== 'default';
+}
+
+$('notify-button').addEventListener('click', async () => {
+  // Asked here, on a click, never on load: browsers (rightly) punish pages
+  // that ask unprompted.
+  try {
+    await Notification.requestPermission();
+  } catch {
+    // Old Safari: the callback form; the state shows on the next load.
+  }
+  showNotifyOffer();
+});
 
 document.addEventListener('visibilitychange', () => {
   if (!document.hidden && unseen > 0) {
@@ -536,6 +570,7 @@ document.addEventListener('visibilitychange', () => {
 // ---- start ----
 
 showName();
+showNotifyOffer();
 whoAmI().then(() => {
   if (account) me = account.user;
   showName();

@@ -28,8 +28,8 @@ export class MessageList {
    * note; `isMine(m)` says whether a message is the reader's own, and
    * `canDelete(m)` whether the reader may delete it.
    */
-  constructor({ ol, scroller, jump, empty, isMine, canDelete = () => false }) {
-    Object.assign(this, { ol, scroller, jump, empty, isMine, canDelete });
+  constructor({ ol, scroller, jump, empty, isMine, canDelete = () => false, me = () => '' }) {
+    Object.assign(this, { ol, scroller, jump, empty, isMine, canDelete, me });
     this.unread = 0;
     scroller.addEventListener('scroll', () => {
       if (this.atBottom()) this.markRead();
@@ -152,7 +152,7 @@ export class MessageList {
     }
     const continued = this.tail?.user === m.user && day === this.tail?.day
       && time - this.tail.time < GROUP_MS;
-    add(renderMessage(m, { mine: this.isMine(m), continued, deletable: this.canDelete(m) }));
+    add(renderMessage(m, { mine: this.isMine(m), continued, deletable: this.canDelete(m), me: this.me() }));
     this.tail = { day: day ?? this.tail?.day ?? null, user: m.user, time };
   }
 
@@ -166,6 +166,7 @@ export class MessageList {
     const fresh = renderMessage(item.m, {
       mine: this.isMine(item.m),
       continued: li.classList.contains('cont'),
+      me: this.me(),
     });
     fresh.dataset.section = li.dataset.section;
     li.replaceWith(fresh);

@@ -15,7 +15,7 @@ const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/g;
  *     renderBody({ text: 'see x', spans: [{ text: 'see ' }, { code: 'x' }] })
  *     // <div class="body">see <code>x</code></div>
  */
-export function renderBody(msg) {
+export function renderBody(msg, me = '') {
   const body = document.createElement('div');
   body.className = 'body';
   if (msg.deleted) {
@@ -38,10 +38,24 @@ export function renderBody(msg) {
       code.textContent = span.code;
       body.append(code);
     } else if (span && typeof span.text === 'string') {
-      appendText(body, span.text);
+      appendText(body, span.text, me);
     }
   }
   return body;
+}
+
+/**
+ * Whether `text` mentions `me` (`@ana`, any case, not inside a longer name
+ * or an address like ana@example.org).
+ */
+export function mentions(text, me) {
+  if (!me) return false;
+  return mentionRe(me).test(String(text ?? ''));
+}
+
+function mentionRe(me) {
+  const name = me.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(^|[^\\p{L}\\p{N}_@.])@${name}(?![\\p{L}\\p{N}_])`, 'iu');
 }
 
 function codeBlock(text, lang) {
@@ -58,14 +72,18 @@ function codeBlock(text, lang) {
   return pre;
 }
 
-/** Appends text, turning http(s) URLs into links that open in a new tab. */
-export function appendText(parent, text) {
+/**
+ * Appends text, turning http(s) URLs into links that open in a new tab and
+ * marking mentions of `me` (`<mark class="mention">@ana</mark>`).
+ */
+export function appendText(parent, text, me = '') {
   let at = 0;
+  const plain = (chunk) => appendMentions(parent, chunk, me);
   for (const match of text.matchAll(URL_RE)) {
     // "see https://x.org/a." - the final dot ends the sentence, not the URL.
     let url = match[0].replace(/[.,;:!?]+$/, '');
     if (url.endsWith(')') && !url.includes('(')) url = url.slice(0, -1);
-    if (match.index > at) parent.append(document.createTextNode(text.slice(at, match.index)));
+    if (match.index > at) plain(text.slice(at, match.index));
     const a = document.createElement('a');
     a.href = url;
     a.textContent = url;
@@ -73,6 +91,25 @@ export function appendText(parent, text) {
     a.target = '_blank';
     parent.append(a);
     at = match.index + url.length;
+  }
+  if (at < text.length) plain(text.slice(at));
+}
+
+function appendMentions(parent, text, me) {
+  if (!me) {
+    parent.append(document.createTextNode(text));
+    return;
+  }
+  const re = new RegExp(mentionRe(me).source, 'giu');
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    const start = m.index + m[1].length; // after the character before the @
+    if (start > at) parent.append(document.createTextNode(text.slice(at, start)));
+    const mark = document.createElement('mark');
+    mark.className = 'mention';
+    mark.textContent = text.slice(start, m.index + m[0].length);
+    parent.append(mark);
+    at = m.index + m[0].length;
   }
   if (at < text.length) parent.append(document.createTextNode(text.slice(at)));
 }
@@ -84,7 +121,7 @@ export function appendText(parent, text) {
  * hear it); `deletable` adds a delete button. A guest (posted without an
  * account on a server that has them) is marked as one.
  */
-export function renderMessage(msg, { mine = false, continued = false, deletable = false } = {}) {
+export function renderMessage(msg, { mine = false, continued = false, deletable = false, me = '' } = {}) {
   const li = document.createElement('li');
   li.className = 'msg';
   if (mine) li.classList.add('mine');
@@ -122,7 +159,8 @@ export function renderMessage(msg, { mine = false, continued = false, deletable 
     meta.append(' ', del);
   }
   if (msg.deleted) li.classList.add('gone');
-  li.append(meta, renderBody(msg));
+  if (!mine && !msg.deleted && mentions(msg.text, me)) li.classList.add('mentioned');
+  li.append(meta, renderBody(msg, me));
   return li;
 }
 

@@ -69,10 +69,31 @@ fn page_works_in_headless_chromium() {
         suite.display()
     );
 
+    // A test CA and a certificate for localhost and 127.0.0.1, for the
+    // HTTPS suite (https.test.mjs): made here, where rcgen is at hand.
+    let tls = std::env::temp_dir().join(format!("smolchat-browser-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&tls).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "smolchat browser test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    leaf.subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(tls.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(tls.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(tls.join("ca.pem"), ca_cert.pem()).unwrap();
+
     let out = run(Command::new("node")
         .args(["--test", "--test-reporter=spec"])
         .args(&files)
         .current_dir(root)
+        .env("SMOLCHAT_TEST_TLS", &tls)
         // As in tests/support: SMOLCHAT_TEST_BIN names another binary to test,
         // and the harness honours SMOLCHAT_TEST_WRAPPER (inherited), so the
         // server runs under the same emulator as these tests when cross-built.
@@ -82,6 +103,7 @@ fn page_works_in_headless_chromium() {
                 .unwrap_or_else(|| env!("CARGO_BIN_EXE_smolchat").into()),
         ))
     .expect("node runs");
+    let _ = std::fs::remove_dir_all(&tls);
     assert!(
         out.status.success(),
         "browser tests failed (run them alone with `node --test tests/browser/`):\n{}",
