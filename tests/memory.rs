@@ -138,6 +138,10 @@ fn the_budget_holds_under_a_fill_with_sqlite_and_every_message_stays_readable() 
     check_rss(&s, before);
 }
 
+/// Messages per room in the same-bytes test: more than one store read
+/// returns (64), so long pages and resumes come from several.
+const PER_ROOM: u64 = 150;
+
 /// The bytes a set of reads returns: history pages, resumed streams and a
 /// new stream's replay (everything after its `hello`).
 fn reads(s: &Server) -> Vec<Vec<u8>> {
@@ -148,9 +152,17 @@ fn reads(s: &Server) -> Vec<Vec<u8>> {
             "?limit=7",
             "?since=0&limit=1000",
             "?since=40&limit=5",
+            "?since=10&limit=130",
             "?since=999",
         ] {
-            out.push(s.get(&format!("/rooms/r{room}/messages{q}")).body);
+            let body = s.get(&format!("/rooms/r{room}/messages{q}")).body;
+            if q == "?since=0&limit=1000" {
+                // Whole, across several store reads.
+                let page: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                let ids: Vec<u64> = page.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+                assert_eq!(ids, (1..=PER_ROOM).collect::<Vec<_>>(), "r{room}");
+            }
+            out.push(body);
         }
         for since in [None, Some(0), Some(10), Some(47), Some(999)] {
             let headers: Vec<String> = since
@@ -161,12 +173,26 @@ fn reads(s: &Server) -> Vec<Vec<u8>> {
             let mut sse = s.sse_with(&format!("/rooms/r{room}/events"), &headers);
             sse.until("hello");
             let mut events = Vec::new();
-            // Until the first keep-alive comment would be too slow; the
-            // replay is at most 48 messages plus a gap. Presence changes
-            // as the previous stream leaves: not part of what is compared.
-            while let Some(ev) = sse.next_within(Duration::from_millis(300)) {
+            // Every replay ends with the room's last message, except a
+            // resume from beyond it: that one gets a moment to show
+            // anything it wrongly sends. Presence changes as the previous
+            // stream leaves: not part of what is compared.
+            let last = PER_ROOM.to_string();
+            let ends = since.is_none_or(|n| n < PER_ROOM);
+            loop {
+                let ev = if ends {
+                    sse.next().expect("the replay reaches the last message")
+                } else {
+                    match sse.next_within(Duration::from_millis(300)) {
+                        Some(ev) => ev,
+                        None => break,
+                    }
+                };
                 if ev.event == "message" || ev.event == "gap" {
                     events.extend(format!("{}|{:?}|{}\n", ev.event, ev.id, ev.data).into_bytes());
+                    if ev.event == "message" && ev.id.as_deref() == Some(last.as_str()) {
+                        break;
+                    }
                 }
             }
             out.push(events);
@@ -182,7 +208,7 @@ fn reads_return_the_same_bytes_with_a_huge_and_a_tiny_budget() {
     {
         let s = Server::start(&["--db", &db, "--rate", "0", "--replay", "20"]);
         let mut conn = BufReader::new(s.connect());
-        for n in 0..48 {
+        for n in 0..PER_ROOM as usize {
             for room in [0, 1, 17, 63] {
                 let req = support::post_bytes(
                     &format!("/rooms/r{room}/messages"),

@@ -22,6 +22,12 @@ use crate::memory::Memory;
 use crate::message::RoomName;
 use crate::room::Committed;
 
+/// Most messages one read returns; a read that asks for more returns the
+/// rest as a follow-up query ([`Found::next`]). 64 messages are at most a
+/// few hundred KiB, so what a resume or a history page holds at once is
+/// bounded whatever it asked for.
+pub const BATCH: usize = 64;
+
 /// What a store read returns.
 #[derive(Debug)]
 pub struct Found {
@@ -31,6 +37,8 @@ pub struct Found {
     pub first_read: Option<u64>,
     /// The oldest id the file holds for the room.
     pub first_held: Option<u64>,
+    /// What is left to read, if the query asked for more than a batch.
+    pub next: Option<Query>,
 }
 
 enum Job {
@@ -141,11 +149,12 @@ fn run(path: PathBuf, jobs: mpsc::Receiver<Job>, memory: Arc<Memory>) {
             }
             Job::Read { name, query, reply } => {
                 let r = db
-                    .and_then(|db| db.read(&name, &query))
-                    .map(|(messages, first_held)| Found {
-                        first_read: messages.first().map(Committed::id),
-                        frames: messages.iter().map(|m| frame(m, &memory)).collect(),
-                        first_held,
+                    .and_then(|db| db.read(&name, &query, BATCH))
+                    .map(|b| Found {
+                        first_read: b.messages.first().map(Committed::id),
+                        frames: b.messages.iter().map(|m| frame(m, &memory)).collect(),
+                        first_held: b.first_held,
+                        next: b.next,
                     });
                 let failed = r.is_err();
                 let _ = reply.try_send(r);

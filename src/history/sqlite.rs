@@ -20,7 +20,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::Query;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
@@ -401,6 +401,20 @@ impl Db {
     }
 }
 
+/// One batch of a read: what it found, the oldest id the file holds for
+/// the room (for the `gap` rule), and the query for the rest, if more is
+/// left. Reads come in batches so what one request holds at once is
+/// bounded, however many messages it asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Messages and delete events, oldest first.
+    pub messages: Vec<Committed>,
+    /// The oldest id held.
+    pub first_held: Option<u64>,
+    /// What is left to read.
+    pub next: Option<Query>,
+}
+
 /// A read-only connection to the file: the reader thread's. WAL lets it
 /// read while the writer thread commits; each query sees the file as of
 /// its start, so every message it returns was committed.
@@ -511,37 +525,51 @@ impl ReadOnly {
 
     /// The messages `query` asks for, oldest first, and the oldest id the
     /// file holds for the room (for the `gap` rule).
-    pub fn read(
-        &self,
-        name: &RoomName,
-        query: &Query,
-    ) -> Result<(Vec<Committed>, Option<u64>), StoreError> {
-        let rows = match *query {
-            Query::After { after, upto, limit } => self.rows(
-                &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"),
-                params![
-                    name.as_str(),
-                    clamp_u64(after),
-                    clamp_u64(upto),
-                    clamp(limit)
-                ],
-            )?,
+    pub fn read(&self, name: &RoomName, query: &Query, batch: usize) -> Result<Batch, StoreError> {
+        // The newest n: find where they start, then read forward like the rest.
+        let (after, upto, limit) = match *query {
+            Query::After { after, upto, limit } => (after, upto, limit),
             Query::Newest { upto, n } => {
-                let mut rows = self.rows(
-                    &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3"),
-                    params![name.as_str(), clamp_u64(upto), clamp(n)],
-                )?;
-                rows.reverse();
-                rows
+                let start: Option<i64> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM messages WHERE room = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![name.as_str(), clamp_u64(upto), clamp(n.saturating_sub(1))],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(|e| self.err(e))?;
+                let after = start.map_or(0, |s| u64::try_from(s).unwrap_or(1).saturating_sub(1));
+                (after, upto, n)
             }
         };
+        let take = limit.min(batch.max(1));
+        let rows = self.rows(
+            &format!("SELECT {COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"),
+            params![name.as_str(), clamp_u64(after), clamp_u64(upto), clamp(take)],
+        )?;
         let first: Option<i64> = self
             .conn
             .prepare_cached("SELECT min(id) FROM messages WHERE room = ?1")
             .and_then(|mut s| s.query_row(params![name.as_str()], |r| r.get(0)))
             .map_err(|e| self.err(e))?;
-        let messages = rows.into_iter().map(|row| stored(name, row)).collect();
-        Ok((messages, first.and_then(|f| u64::try_from(f).ok())))
+        let next = match rows.last() {
+            Some(last) if rows.len() == take && limit > take => Some(Query::After {
+                after: u64::try_from(last.0).unwrap_or(u64::MAX),
+                upto,
+                limit: limit - take,
+            }),
+            _ => None,
+        };
+        Ok(Batch {
+            messages: rows.into_iter().map(|row| stored(name, row)).collect(),
+            first_held: first.and_then(|f| u64::try_from(f).ok()),
+            next,
+        })
     }
 
     fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, StoreError> {
@@ -729,8 +757,12 @@ mod tests {
         let r = ReadOnly::open(&path).unwrap();
         let a = RoomName::parse("a").unwrap();
         let ids = |q: Query| {
-            let (m, first) = r.read(&a, &q).unwrap();
-            (m.iter().map(Committed::id).collect::<Vec<_>>(), first)
+            let b = r.read(&a, &q, 1000).unwrap();
+            assert_eq!(b.next, None);
+            (
+                b.messages.iter().map(Committed::id).collect::<Vec<_>>(),
+                b.first_held,
+            )
         };
         let after = |after, upto, limit| Query::After { after, upto, limit };
         assert_eq!(ids(after(5, 9, 10)), (vec![6, 7, 8, 9], Some(4)));
@@ -745,7 +777,23 @@ mod tests {
             ((4..=9).collect(), Some(4))
         );
         let none = RoomName::parse("none").unwrap();
-        assert_eq!(r.read(&none, &after(0, 9, 10)).unwrap(), (vec![], None));
+        let b = r.read(&none, &after(0, 9, 10), 1000).unwrap();
+        assert_eq!((b.messages.len(), b.first_held, b.next), (0, None, None));
+        // In batches: each says what is left.
+        let b = r.read(&a, &Query::Newest { upto: 9, n: 5 }, 2).unwrap();
+        assert_eq!(
+            b.messages.iter().map(Committed::id).collect::<Vec<_>>(),
+            [5, 6]
+        );
+        assert_eq!(b.next, Some(after(6, 9, 3)));
+        let b = r.read(&a, &after(6, 9, 3), 2).unwrap();
+        assert_eq!(
+            b.messages.iter().map(Committed::id).collect::<Vec<_>>(),
+            [7, 8]
+        );
+        assert_eq!(b.next, Some(after(8, 9, 1)));
+        let b = r.read(&a, &after(8, 9, 1), 2).unwrap();
+        assert_eq!((b.messages.len(), b.next), (1, None));
         assert!(r.room(&none, 5).unwrap().is_none());
     }
 

@@ -47,6 +47,7 @@ use super::{chunked, route, Reply, StreamStart};
 use crate::accounts::{Accounts, Identity};
 use crate::app::App;
 use crate::event::{self, Frame};
+use crate::history::Query;
 use crate::message::RoomName;
 use crate::room::Room;
 
@@ -402,7 +403,8 @@ impl Conn<'_> {
 
     /// Writes a history page: the head through the encoder (it adds the
     /// date and the length), then the messages' JSON straight from their
-    /// frames.
+    /// frames. A page longer than one store read goes out chunked, a batch
+    /// at a time ([`Self::write_messages_chunked`]).
     async fn write_messages(
         &mut self,
         page: super::MessagesReply,
@@ -412,15 +414,22 @@ impl Conn<'_> {
         let super::MessagesReply {
             mut response,
             frames,
+            more,
         } = page;
-        let page = super::MessagesReply {
-            response: Response::new(200),
-            frames,
-        };
-        let len = page.len();
         if close {
             response.insert_header("connection", "close");
         }
+        if let Some(more) = more {
+            return self
+                .write_messages_chunked(response, frames, more, method)
+                .await;
+        }
+        let page = super::MessagesReply {
+            response: Response::new(200),
+            frames,
+            more: None,
+        };
+        let len = page.len();
         response.set_body(Body::from_reader(futures_lite::io::empty(), Some(len)));
         let mut head = Vec::with_capacity(256);
         async_h1::server::Encoder::new(response, method)
@@ -434,6 +443,71 @@ impl Conn<'_> {
         self.stream
             .write_parts(&parts, self.app.config.slow_timeout)
             .await
+    }
+
+    /// A page whose rest is still in the database: `[` and the first
+    /// batch, then one chunk per further batch, then `]`. Only one batch is
+    /// in memory at a time. A read that fails halfway ends the connection
+    /// without the last chunk, so the client sees a cut body, never a
+    /// short page that looks whole.
+    async fn write_messages_chunked(
+        &mut self,
+        response: Response,
+        mut frames: Vec<Frame>,
+        more: (RoomName, Query),
+        method: Method,
+    ) -> Result<(), WriteFail> {
+        let stall = self.app.config.slow_timeout;
+        let head = stream_head(&response);
+        drop(response);
+        if method == Method::Head {
+            return self.stream.write_parts(&[&head], stall).await;
+        }
+        let mut head = Some(head);
+        let mut more = Some(more);
+        let mut first = true;
+        loop {
+            let mut body: Vec<&[u8]> = Vec::with_capacity(frames.len() * 2 + 2);
+            if head.is_some() {
+                body.push(b"[");
+            }
+            for f in &frames {
+                if !first {
+                    body.push(b",");
+                }
+                first = false;
+                body.push(event::message_json(f));
+            }
+            if more.is_none() {
+                body.push(b"]");
+            }
+            let mut size = Vec::with_capacity(16);
+            sse::chunk_size(body.iter().map(|p| p.len()).sum(), &mut size);
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 4);
+            if let Some(h) = &head {
+                parts.push(h);
+            }
+            if !frames.is_empty() || head.is_some() || more.is_none() {
+                parts.push(&size);
+                parts.extend(body);
+                parts.push(b"\r\n");
+            }
+            if more.is_none() {
+                parts.push(sse::LAST_CHUNK);
+            }
+            self.stream.write_parts(&parts, stall).await?;
+            drop(parts);
+            head = None;
+            let Some((room, query)) = more.take() else {
+                return Ok(());
+            };
+            let found = super::read_store(self.app, &room, query)
+                .await
+                .map_err(|_| WriteFail::Io)?;
+            frames = found.frames;
+            frames.retain(|f| super::is_message(f));
+            more = found.next.map(|q| (room, q));
+        }
     }
 
     /// Answers with `err` and closes, reading for a moment first so the
@@ -573,6 +647,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
         response,
         mut sub,
         frames,
+        more,
         per_client: _per_client,
         who,
     } = start;
@@ -606,6 +681,28 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
     drop(frames);
     if sent.is_err() {
         return;
+    }
+    // The rest of a long replay, a batch at a time; live events wait in the
+    // subscription meanwhile. A failed read ends the stream: the client
+    // resumes from the last id it got.
+    let mut more = more;
+    while let Some((name, query)) = more.take() {
+        let Ok(found) = super::read_store(app, &name, query).await else {
+            let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+            return;
+        };
+        let mut size = Vec::with_capacity(16);
+        sse::chunk_size(found.frames.iter().map(|f| f.len()).sum(), &mut size);
+        if !found.frames.is_empty() {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(found.frames.len() + 2);
+            parts.push(&size);
+            parts.extend(found.frames.iter().map(|f| &f[..]));
+            parts.push(b"\r\n");
+            if stream.write_parts(&parts, stall).await.is_err() {
+                return;
+            }
+        }
+        more = found.next.map(|q| (name, q));
     }
     // The replay went out with the kernel's own buffer (a resume of a
     // thousand messages needs it); live events get a small one, so a

@@ -57,6 +57,9 @@ pub struct MessagesReply {
     pub response: Response,
     /// Message frames, oldest first (other events are left out).
     pub frames: Vec<Frame>,
+    /// The rest of the page, still in the database: read and written a
+    /// batch at a time, so a long page is never held whole.
+    pub more: Option<(RoomName, Query)>,
 }
 
 impl MessagesReply {
@@ -95,6 +98,9 @@ pub struct StreamStart {
     pub sub: Subscription,
     /// `hello`, maybe `gap`, and the replay, to send before live events.
     pub frames: Vec<Frame>,
+    /// The rest of the replay, still in the database: read and sent a
+    /// batch at a time before live events.
+    pub more: Option<(RoomName, Query)>,
     /// Counts the stream against its client's cap behind a trusted proxy.
     pub per_client: Option<AddressGuard>,
     /// Who opened it: the stream closes when they lose the right to read.
@@ -418,6 +424,7 @@ async fn stream(
         .expect("room_for creates when asked");
     let (sub, opening) = room.subscribe(since, app.config.replay, user);
     let mut frames = vec![opening.hello];
+    let mut more = None;
     match opening.replay {
         Replay::Here(replay) => frames.extend(replay),
         Replay::Store {
@@ -433,6 +440,7 @@ async fn stream(
                 }));
             }
             frames.extend(found.frames);
+            more = found.next.map(|q| (room.name().clone(), q));
         }
     }
     let mut response = Response::new(200);
@@ -443,13 +451,19 @@ async fn stream(
         response,
         sub,
         frames,
+        more,
         per_client,
         who: asker.who,
     }))
 }
 
-/// Reads what memory does not hold from the database.
-async fn read_store(app: &App, room: &RoomName, query: Query) -> Result<Found, ApiError> {
+/// Reads what memory does not hold from the database, a batch at a time
+/// ([`Found::next`] says what is left).
+pub(crate) async fn read_store(
+    app: &App,
+    room: &RoomName,
+    query: Query,
+) -> Result<Found, ApiError> {
     let reader = app
         .reader
         .as_ref()
@@ -620,11 +634,14 @@ async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, Api
             .unwrap_or(usize::MAX)
             .min(app.config.history),
     };
-    let frames = match app.room_for(room, false).await? {
-        None => Vec::new(),
+    let (frames, more) = match app.room_for(room, false).await? {
+        None => (Vec::new(), None),
         Some(r) => match r.page(since, limit) {
-            Ok(frames) => frames,
-            Err(query) => read_store(app, room, query).await?.frames,
+            Ok(frames) => (frames, None),
+            Err(query) => {
+                let found = read_store(app, room, query).await?;
+                (found.frames, found.next.map(|q| (room.clone(), q)))
+            }
         },
     };
     // The messages' JSON is in their frames already: the body is written
@@ -636,6 +653,7 @@ async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, Api
     Ok(Reply::Messages(MessagesReply {
         response,
         frames: frames.into_iter().filter(|f| is_message(f)).collect(),
+        more,
     }))
 }
 
@@ -700,7 +718,7 @@ async fn rooms(app: &App, asker: &auth::Asker) -> Result<Reply, ApiError> {
     Ok(Reply::Response(json(200, &rooms)))
 }
 
-fn is_message(frame: &[u8]) -> bool {
+pub(crate) fn is_message(frame: &[u8]) -> bool {
     frame.starts_with(b"event: message\n")
 }
 
