@@ -25,6 +25,7 @@ wanted=(
     "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji"
     "node nodejs"
     "npm npm"
+    "curl curl"
 )
 missing=()
 for w in "${wanted[@]}"; do

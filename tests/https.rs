@@ -43,6 +43,8 @@ fn make_certs(dir: &Path, tag: &str, days: i64) -> (PathBuf, PathBuf, Certificat
     // The chain: leaf, then the CA, as certbot's fullchain.pem.
     std::fs::write(&cert_path, format!("{}{}", cert.pem(), ca_cert.pem())).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    // The root alone, for curl --cacert.
+    std::fs::write(dir.join(format!("{tag}-ca.pem")), ca_cert.pem()).unwrap();
     (cert_path, key_path, ca_cert.der().clone())
 }
 
@@ -205,6 +207,63 @@ fn posts_streams_and_pipelined_requests_over_tls() {
         .unwrap();
     let page = read_response(&mut posts).unwrap().json();
     assert_eq!(page.as_array().unwrap().len(), 3);
+}
+
+/// curl trusting the test CA, as a user would run it.
+fn curl(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(dir.join("a-ca.pem"))
+        .args(args);
+    cmd
+}
+
+#[test]
+fn curl_posts_and_streams_over_tls_1_2_and_1_3_with_the_pair_from_the_environment() {
+    let dir = Scratch::new("https-curl");
+    let (cert, key, _) = make_certs(&dir.0, "a", 30);
+    let s = Server::start_env(
+        &["--rate", "0"],
+        &[
+            ("SMOLCHAT_TLS_CERT", cert.to_str().unwrap()),
+            ("SMOLCHAT_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    let base = format!("https://localhost:{}", s.addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", s.addr.port());
+    // A stream, read as curl prints it.
+    let mut stream = curl(
+        &dir.0,
+        &["-N", "--resolve", &resolve, &format!("{base}/rooms/c/events")],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("curl runs");
+    let mut events = BufReader::new(stream.stdout.take().unwrap());
+    read_until(&mut events, "event: hello");
+    for (n, version) in [(1, "--tls-max"), (2, "--tlsv1.3")] {
+        let mut args = vec!["--resolve", &resolve, "-v", "-d", "hi over curl"];
+        if version == "--tls-max" {
+            args.extend(["--tlsv1.2", "--tls-max", "1.2"]);
+        } else {
+            args.push("--tlsv1.3");
+        }
+        let url = format!("{base}/rooms/c/messages");
+        args.push(&url);
+        let out = curl(&dir.0, &args).output().expect("curl runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(body["id"].as_u64(), Some(n), "{body}");
+        let want = if n == 1 { "TLSv1.2" } else { "TLSv1.3" };
+        assert!(err.contains(want), "{want} in {err}");
+        assert!(err.contains("ALPN: server accepted http/1.1"), "{err}");
+        let got = read_until(&mut events, "hi over curl");
+        assert!(got.contains(&format!("id: {n}\n")), "{got}");
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
 }
 
 #[test]
