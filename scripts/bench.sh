@@ -11,6 +11,9 @@
 #                               # store and on :memory: (once each), and
 #                               # missread (--runs times); with --quick,
 #                               # 128 rooms x 200 and one missread
+#   scripts/bench.sh --tls      # HTTPS against plain HTTP instead (~2 min):
+#                               # handshakes/s and server CPU per connection
+#                               # and per post, --runs times
 #
 # It builds the release binary and the loadgen example first. On a machine
 # with two or more cores the server runs on core 0 and the load generator
@@ -22,13 +25,15 @@ cd "$(dirname "$0")/.."
 quick=0
 runs=5
 memory=0
+tls=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; runs=1 ;;
         --runs) runs="$2"; shift ;;
         --memory) memory=1 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-        *) echo "usage: scripts/bench.sh [--quick] [--runs N] [--memory]" >&2; exit 2 ;;
+        --tls) tls=1 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "usage: scripts/bench.sh [--quick] [--runs N] [--memory | --tls]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -83,8 +88,16 @@ if [ "$memory" = 1 ]; then
     done
     rm -f "$miss_db" "$miss_db-wal" "$miss_db-shm"
 fi
+if [ "$tls" = 1 ]; then
+    tls_s=3
+    [ "$quick" = 1 ] && tls_s=1
+    for i in $(seq 1 "$runs"); do
+        echo "bench: tls run $i of $runs" >&2
+        run tls --clients 2 --seconds "$tls_s"
+    done
+fi
 regular_runs=$runs
-[ "$memory" = 1 ] && regular_runs=0
+[ "$memory" = 1 ] || [ "$tls" = 1 ] && regular_runs=0
 for i in $(seq 1 "$regular_runs"); do
     echo "bench: run $i of $runs" >&2
     run post --clients 8 --seconds "$post_s"
@@ -117,7 +130,7 @@ rm -f "$probe"
 
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), ${pin[*]:-not pinned};" \
-    "$([ "$memory" = 1 ] && echo "memory set, ")runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+    "$([ "$memory" = 1 ] && echo "memory set, ")$([ "$tls" = 1 ] && echo "tls set, ")runs: $runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "fsync on the database's disk (4 KiB write + sync, dd oflag=dsync, 200 writes): $(awk -v t="$fsync_s" 'BEGIN { printf "%.3f ms each", t * 1000 / 200 }');" \
     "filesystem $(df -T target/bench | awk 'NR == 2 { print $2 }')."
 echo

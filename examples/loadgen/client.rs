@@ -117,8 +117,8 @@ impl Conn {
 /// client costs the loadgen two syscalls per request (write, read), where
 /// an async client adds readiness registration and an epoll wait, and the
 /// loadgen must stay cheaper per request than the server it measures.
-pub(crate) struct BlockingConn {
-    s: StdStream,
+pub(crate) struct BlockingConn<S = StdStream> {
+    s: S,
     buf: Vec<u8>,
     /// Read buffer, allocated once (not zeroed per request).
     chunk: Box<[u8]>,
@@ -132,11 +132,18 @@ impl BlockingConn {
         let s = StdStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-        Ok(BlockingConn {
+        Ok(BlockingConn::over(s))
+    }
+}
+
+impl<S: std::io::Read + std::io::Write> BlockingConn<S> {
+    /// A connection over an open stream (a TLS one, for `tls`).
+    pub(crate) fn over(s: S) -> BlockingConn<S> {
+        BlockingConn {
             s,
             buf: Vec::with_capacity(4096),
             chunk: vec![0u8; 16 * 1024].into_boxed_slice(),
-        })
+        }
     }
 
     /// Posts `text` to `room` as text/plain: the status (0 when the
@@ -148,7 +155,6 @@ impl BlockingConn {
     /// Posts `text` to `room` as text/plain: the status (0 when the
     /// connection failed) and the id a `201` gave it.
     pub(crate) fn post_id(&mut self, room: &str, text: &str) -> (u16, Option<u64>) {
-        use std::io::Write;
         let req = format!(
             "POST /rooms/{room}/messages HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()
@@ -171,18 +177,17 @@ impl BlockingConn {
     /// Sends `GET path`: the status and the body (`None` when the
     /// connection failed).
     pub(crate) fn get(&mut self, path: &str) -> Option<(u16, &[u8])> {
-        use std::io::Write;
         let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
         self.s.write_all(req.as_bytes()).ok()?;
         let (status, body) = self.response()?;
         Some((status, &self.buf[body]))
     }
 
-    /// Reads one response with a `Content-Length` body into `buf`: its
-    /// status and where its body is. Each pass reads more or returns, and
-    /// the socket's read timeout bounds the wait.
+    /// Reads one response into `buf`: its status and where its body is. A
+    /// `Content-Length` body is read in place; a chunked one (a long
+    /// history page) is undone in place. Each pass reads more or returns,
+    /// and the socket's read timeout bounds the wait.
     fn response(&mut self) -> Option<(u16, std::ops::Range<usize>)> {
-        use std::io::Read;
         self.buf.clear();
         let mut scanned = 0usize;
         let head_end = loop {
@@ -197,30 +202,69 @@ impl BlockingConn {
                 return None;
             }
             scanned = self.buf.len();
-            match self.s.read(&mut self.chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-            }
+            self.fill()?;
         };
         let head = &self.buf[..head_end];
         let status = head
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
             .unwrap_or(0);
-        let len = head
-            .split(|&b| b == b'\n')
-            .find(|l| l.len() > 15 && l[..15].eq_ignore_ascii_case(b"content-length:"))
-            .and_then(|l| std::str::from_utf8(&l[15..]).ok()?.trim().parse().ok())
+        let field = |name: &[u8]| {
+            head.split(|&b| b == b'\n')
+                .find(|l| l.len() > name.len() && l[..name.len()].eq_ignore_ascii_case(name))
+                .and_then(|l| std::str::from_utf8(&l[name.len()..]).ok())
+                .map(|v| v.trim().to_ascii_lowercase())
+        };
+        if field(b"transfer-encoding:").is_some_and(|v| v == "chunked") {
+            return self.chunked(head_end).map(|end| (status, head_end..end));
+        }
+        let len = field(b"content-length:")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(0usize);
         let end = head_end + len;
         self.buf.reserve(end.saturating_sub(self.buf.len()));
         while self.buf.len() < end {
-            match self.s.read(&mut self.chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-            }
+            self.fill()?;
         }
         Some((status, head_end..end))
+    }
+
+    /// Reads more into `buf`; `None` at EOF or on an error.
+    fn fill(&mut self) -> Option<()> {
+        match self.s.read(&mut self.chunk) {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                self.buf.extend_from_slice(&self.chunk[..n]);
+                Some(())
+            }
+        }
+    }
+
+    /// Undoes a chunked body that starts at `start`, moving each chunk's
+    /// data down over the framing: where the body ends.
+    fn chunked(&mut self, start: usize) -> Option<usize> {
+        let (mut read, mut write) = (start, start);
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf[read..], b"\r\n") {
+                    break read + i;
+                }
+                self.fill()?;
+            };
+            let size_text = std::str::from_utf8(&self.buf[read..line_end]).ok()?;
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            let data = line_end + 2;
+            while self.buf.len() < data + size + 2 {
+                self.fill()?;
+            }
+            if size == 0 {
+                self.buf.truncate(write);
+                return Some(write);
+            }
+            self.buf.copy_within(data..data + size, write);
+            write += size;
+            read = data + size + 2;
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! cargo run --release --example loadgen -- slow --subscribers 50
 //! cargo run --release --example loadgen -- fill --rooms 1024 --messages 1000 --db target/bench/fill.db
 //! cargo run --release --example loadgen -- missread --db target/bench/missread.db
+//! cargo run --release --example loadgen -- tls --clients 2 --seconds 3
 //! scripts/bench.sh --quick          # the whole set, as a markdown table
 //! scripts/bench.sh --memory         # the memory-budget set
 //! ```
@@ -30,6 +31,9 @@
 //!   message read back through the API.
 //! - `missread` ([`missread`]): resumes that only the database can answer:
 //!   their time and server CPU, and the paced fan-out's p99 next to them.
+//! - `tls` ([`tls`]): what HTTPS costs against plain HTTP in the same run:
+//!   full and resumed handshakes per second and server CPU per connection,
+//!   and server CPU per keep-alive post.
 //! - `report`: reads the JSON lines of many runs on stdin and prints the
 //!   markdown table of medians against the targets ([`report`]).
 //!
@@ -48,6 +52,7 @@ mod report;
 mod server;
 mod slow;
 mod stats;
+mod tls;
 
 use std::time::Duration;
 
@@ -88,7 +93,7 @@ impl Args {
 }
 
 const USAGE: &str =
-    "usage: loadgen post|fanout|idle|slow|fill|missread|report [--clients N] [--subscribers N[,N..]] \
+    "usage: loadgen post|fanout|idle|slow|fill|missread|tls|report [--clients N] [--subscribers N[,N..]] \
 [--messages M] [--rate R] [--seconds S] [--size BYTES] [--rooms R] [--resumes N] \
 [--db PATH|:memory:] [--sync full|normal] \
 [--server BIN] [--server-cpu LIST] [--loadgen-cpu LIST] [--timeout S] [-- server flags]";
@@ -219,6 +224,7 @@ fn main() {
         "idle" => idle::run(&args),
         "missread" => missread::run(&args),
         "slow" => slow::run(&args),
+        "tls" => tls::run(&args),
         other => {
             eprintln!("unknown scenario {other:?}\n{USAGE}");
             std::process::exit(2);

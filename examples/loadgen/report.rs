@@ -369,8 +369,70 @@ pub(crate) fn run() {
             }
             "fill" => fill_rows(runs, &row, &runs_note),
             "missread" => missread_rows(runs, &row, &runs_note),
+            "tls" => tls_rows(runs, &row, &runs_note),
             _ => {}
         }
+    }
+}
+
+/// The rows of `tls`: connections/s and server CPU per connection, plain
+/// and over TLS (full and resumed handshakes, per key type), and server CPU
+/// per keep-alive post, each TLS figure as a ratio to plain in the same run.
+fn tls_rows(runs: &[Value], row: &dyn Fn(&str, f64, String, Target), runs_note: &str) {
+    let med = |p: &str| med_of(runs, p);
+    let conn_us = med("plain.connections.server_cpu_us_per_connection");
+    let post_us = med("plain.posts.server_cpu_us_per_post");
+    row(
+        "plain HTTP: connections/s (one GET each); server CPU µs per connection",
+        conn_us,
+        format!(
+            "{}{runs_note}; {} µs",
+            fmt(med("plain.connections.per_s")),
+            fmt(conn_us)
+        ),
+        Target::None,
+    );
+    row(
+        "plain HTTP: keep-alive posts/s; server CPU µs per post",
+        post_us,
+        format!("{}; {} µs", fmt(med("plain.posts.per_s")), fmt(post_us)),
+        Target::None,
+    );
+    let keys = runs
+        .first()
+        .and_then(|r| r["tls"].as_array())
+        .map_or(0, Vec::len);
+    for i in 0..keys {
+        let key = runs[0]["tls"][i]["key"].as_str().unwrap_or("?");
+        for (what, path) in [
+            ("full handshakes", "full"),
+            ("resumed handshakes", "resumed"),
+        ] {
+            let us = med(&format!("tls.{i}.{path}.server_cpu_us_per_connection"));
+            row(
+                &format!("HTTPS {key}, {what}: per s; server CPU µs per connection (× plain)"),
+                us,
+                format!(
+                    "{}; {} µs (× {:.1})",
+                    fmt(med(&format!("tls.{i}.{path}.per_s"))),
+                    fmt(us),
+                    us / conn_us
+                ),
+                Target::None,
+            );
+        }
+        let us = med(&format!("tls.{i}.posts.server_cpu_us_per_post"));
+        row(
+            &format!("HTTPS {key}, keep-alive posts/s; server CPU µs per post (× plain)"),
+            us,
+            format!(
+                "{}; {} µs (× {:.2})",
+                fmt(med(&format!("tls.{i}.posts.per_s"))),
+                fmt(us),
+                us / post_us
+            ),
+            Target::None,
+        );
     }
 }
 
