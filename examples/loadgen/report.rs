@@ -398,12 +398,16 @@ fn tls_rows(runs: &[Value], row: &dyn Fn(&str, f64, String, Target), runs_note: 
         format!("{}; {} µs", fmt(med("plain.posts.per_s")), fmt(post_us)),
         Target::None,
     );
-    let keys = runs
+    let keys: Vec<&str> = runs
         .first()
         .and_then(|r| r["tls"].as_array())
-        .map_or(0, Vec::len);
-    for i in 0..keys {
-        let key = runs[0]["tls"][i]["key"].as_str().unwrap_or("?");
+        .map(|keys| {
+            keys.iter()
+                .map(|k| k["key"].as_str().unwrap_or("?"))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, key) in keys.into_iter().enumerate() {
         for (what, path) in [
             ("full handshakes", "full"),
             ("resumed handshakes", "resumed"),

@@ -179,7 +179,7 @@ fn connections(
     let addr = server.addr;
     // One connection first, outside the window: a resuming client's first
     // handshake is a full one.
-    let warm = connect(addr, config.as_ref()).map(|s| one_request(s));
+    let warm = connect(addr, config.as_ref()).map(one_request);
     assert!(
         matches!(warm, Ok(true)),
         "{} connection failed",
