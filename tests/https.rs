@@ -234,7 +234,12 @@ fn curl_posts_and_streams_over_tls_1_2_and_1_3_with_the_pair_from_the_environmen
     // A stream, read as curl prints it.
     let mut stream = curl(
         &dir.0,
-        &["-N", "--resolve", &resolve, &format!("{base}/rooms/c/events")],
+        &[
+            "-N",
+            "--resolve",
+            &resolve,
+            &format!("{base}/rooms/c/events"),
+        ],
     )
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::null())
