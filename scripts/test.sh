@@ -26,6 +26,7 @@ wanted=(
     "node nodejs"
     "npm npm"
     "curl curl"
+    "redis-server redis-server"
 )
 missing=()
 for w in "${wanted[@]}"; do

@@ -53,6 +53,7 @@ const fn flag(
 const FLAGS: &[Flag] = &[
     flag("addr", Some("ADDR"), "0.0.0.0:8080", "address to listen on (port 0 picks a free one)"),
     flag("db", Some("PATH"), "smolchat.db", "history database file; :memory: keeps history in memory only"),
+    flag("redis", Some("URL"), "none", "keep history, ids, accounts and presence in Redis, shared with other instances (redis://host:6379/0, rediss://, redis+unix:///path)"),
     flag("sync", Some("MODE"), "full", "full: a 201 survives power loss; normal: survives a crash of smolchat"),
     flag("max-age", Some("DURATION"), "none", "also delete messages older than this, e.g. 30d"),
     flag("threads", Some("N"), "number of cores", "executor threads"),
@@ -90,6 +91,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// History store path; `:memory:` for none.
     pub db: String,
+    /// Redis URL (`--redis`): the shared store instead of `db`.
+    pub redis: Option<String>,
     /// SQLite `synchronous` level.
     pub sync: SyncMode,
     /// Messages older than this are deleted, if set.
@@ -369,6 +372,23 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
     if tls.is_none() && (redirect_http.is_some() || hsts) {
         return err("--redirect-http and --hsts need HTTPS (--tls-cert and --tls-key)");
     }
+    let redis = match one("redis") {
+        None => None,
+        Some(url) => {
+            let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok || redis::Client::open(url).is_err() {
+                return err(format!(
+                    "invalid value for --redis: expected a URL like redis://127.0.0.1:6379/0, rediss://host:6380 or redis+unix:///run/redis.sock, got {url:?}"
+                ));
+            }
+            if max_age.is_some() {
+                return err("--max-age is not supported with --redis: Redis keeps --history messages per room");
+            }
+            Some(url.to_string())
+        }
+    };
     let allow_origins = raw.get("allow-origin").cloned().unwrap_or_default();
     for o in &allow_origins {
         if o != "*" && !valid_origin(o) {
@@ -423,6 +443,7 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         default_access,
         edit_window: dur("edit-window", Duration::from_secs(300))?,
         db,
+        redis,
         sync,
         max_age,
         threads: num("threads", cores, 1, 1024)?,

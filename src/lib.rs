@@ -49,6 +49,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod history;

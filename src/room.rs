@@ -76,6 +76,10 @@ struct State {
     online: usize,
     /// Named subscribers and how many streams each has open.
     users: BTreeMap<UserName, usize>,
+    /// Streams other instances have open on the room (`--redis`).
+    remote_online: usize,
+    /// Named subscribers on other instances.
+    remote_users: BTreeMap<UserName, usize>,
     /// Who is on the room, as streams are told.
     presence: Arc<Presence>,
 }
@@ -233,6 +237,27 @@ pub enum PublishError {
     Stopping,
     /// The database could not store it.
     Storage(String),
+    /// Redis could not be reached (or did not answer in time): the message
+    /// may or may not be stored, but it was not acknowledged.
+    Unavailable(String),
+    /// A delete of a message another delete got to first.
+    AlreadyDeleted,
+}
+
+/// What [`Room::offer`] did with a numbered change from the shared store.
+#[derive(Debug)]
+pub enum Offer {
+    /// Queued and in history.
+    Delivered(Entry),
+    /// Its id was delivered already.
+    Old,
+    /// Changes before it are missing: the room expects `next`.
+    Ahead {
+        /// The id the room expects.
+        next: u64,
+    },
+    /// The queue is full; offer it again when there is space.
+    Full,
 }
 
 /// A public summary of a room, for `GET /rooms`.
@@ -293,6 +318,8 @@ impl Room {
                 history: MemoryHistory::new(history),
                 online: 0,
                 users: BTreeMap::new(),
+                remote_online: 0,
+                remote_users: BTreeMap::new(),
                 presence: Arc::new(Presence::empty()),
             }),
             space: Notify::new(),
@@ -418,7 +445,77 @@ impl Room {
                     Err(_) => Err(PublishError::Storage("the database writer stopped".into())),
                 }
             }
+            Store::Redis(redis) => {
+                // The local queue bounds the room as without Redis: a post
+                // waits while it is full. Redis numbers the change and
+                // publishes it; every instance (this one too) queues it in
+                // id order ([`Room::offer`]).
+                self.when_slot_free(deadline, stop, |_, _| ()).await?;
+                let (id, _epoch) = redis
+                    .post(&self.name, &change, time)
+                    .await
+                    .map_err(|e| PublishError::Unavailable(e.0))?;
+                if id == 0 {
+                    return Err(PublishError::AlreadyDeleted);
+                }
+                let committed = self.committed(id, time, change);
+                Ok(self.own(committed))
+            }
         }
+    }
+
+    /// Queues a change numbered by the shared store if it is the one the
+    /// room expects next and the queue has a slot; otherwise says why not.
+    pub fn offer(&self, change: Committed) -> Offer {
+        let mut st = self.lock();
+        let id = change.id();
+        if id < st.next_id {
+            return Offer::Old;
+        }
+        if id > st.next_id {
+            return Offer::Ahead { next: st.next_id };
+        }
+        if self.tx.len() + st.reserved >= self.tx.capacity() {
+            return Offer::Full;
+        }
+        Offer::Delivered(self.deliver(&mut st, change))
+    }
+
+    /// This instance's own post, numbered by the shared store: queued now
+    /// if it is next (the usual case), else left to the feed that delivers
+    /// in id order; either way its entry, for the `201`.
+    fn own(&self, change: Committed) -> Entry {
+        let id = change.id();
+        let time = match &change {
+            Committed::Message(m) => m.time,
+            Committed::Delete { time, .. } => *time,
+        };
+        let frame = match &change {
+            Committed::Message(m) => encode_in(&Event::Message(m), &self.memory),
+            Committed::Delete { id, target, .. } => encode_in(
+                &Event::Delete {
+                    id: *id,
+                    target: *target,
+                },
+                &self.memory,
+            ),
+        };
+        match self.offer(change) {
+            Offer::Delivered(entry) => entry,
+            Offer::Old | Offer::Ahead { .. } | Offer::Full => Entry { id, time, frame },
+        }
+    }
+
+    /// Resolves when a subscriber may have freed a queue slot.
+    pub async fn space_freed(&self) {
+        let listener = self.space.listen();
+        {
+            let st = self.lock();
+            if self.tx.len() + st.reserved < self.tx.capacity() {
+                return;
+            }
+        }
+        listener.await;
     }
 
     /// Runs `take` under the state lock once the queue has a slot that is
@@ -580,8 +677,31 @@ impl Room {
     }
 
     /// The next id to hand out; the database writer numbers a batch from it.
-    pub(crate) fn next_id(&self) -> u64 {
+    pub fn next_id(&self) -> u64 {
         self.lock().next_id
+    }
+
+    /// This instance's own streams on the room: how many, and the named
+    /// users with their stream counts (what other instances are told).
+    pub fn local_presence(&self) -> (usize, BTreeMap<UserName, usize>) {
+        let st = self.lock();
+        (st.online, st.users.clone())
+    }
+
+    /// Sets what other instances have open on the room; the snapshot
+    /// streams see is the sum. Returns whether anything changed.
+    pub fn set_remote_presence(&self, online: usize, users: BTreeMap<UserName, usize>) -> bool {
+        {
+            let mut st = self.lock();
+            if st.remote_online == online && st.remote_users == users {
+                return false;
+            }
+            st.remote_online = online;
+            st.remote_users = users;
+            self.presence_changed(&mut st);
+        }
+        self.presence_changed.notify(usize::MAX);
+        true
     }
 
     /// Delivers a committed change into its reserved slot.
@@ -608,8 +728,14 @@ impl Room {
     /// Publishes a new presence snapshot after `online` or `users` changed.
     /// The caller rings `presence_changed` once the lock is released.
     fn presence_changed(&self, st: &mut State) {
-        let users: Vec<UserName> = st.users.keys().cloned().collect();
-        st.presence = Arc::new(st.presence.next(st.online, users));
+        let mut users: Vec<UserName> = st.users.keys().cloned().collect();
+        if !st.remote_users.is_empty() {
+            users.extend(st.remote_users.keys().cloned());
+            users.sort();
+            users.dedup();
+        }
+        let online = st.online + st.remote_online;
+        st.presence = Arc::new(st.presence.next(online, users));
         self.presence_seq.store(st.presence.seq, Ordering::Release);
     }
 

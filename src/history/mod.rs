@@ -15,6 +15,7 @@ use crate::event::Frame;
 use crate::message::Timestamp;
 
 pub mod reader;
+pub mod redis;
 pub mod sqlite;
 pub mod writer;
 
@@ -28,6 +29,8 @@ pub enum Store {
     Memory,
     /// A SQLite file, written by a dedicated thread with group commit.
     Sqlite(Writer),
+    /// Redis (`--redis`), shared with other instances.
+    Redis(std::sync::Arc<redis::RedisHistory>),
 }
 
 /// A stored message: its `event: message` frame, the only copy of it the

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
+use super::redis::RedisHistory;
 use super::sqlite::{LoadedRoom, ReadOnly, StoreError};
 use super::Query;
 use crate::event::{encode_in, Event, Frame};
@@ -55,10 +56,17 @@ enum Job {
     },
 }
 
-/// Handle on the reader thread.
+/// Handle on the reader thread, or on Redis (`--redis`), which answers the
+/// same reads.
 #[derive(Debug)]
 pub struct Reader {
-    jobs: mpsc::Sender<Job>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(mpsc::Sender<Job>),
+    Redis(Arc<RedisHistory>, Arc<Memory>),
 }
 
 impl Reader {
@@ -69,17 +77,32 @@ impl Reader {
         std::thread::Builder::new()
             .name("smolchat-read".into())
             .spawn(move || run(path, rx, memory))?;
-        Ok(Reader { jobs })
+        Ok(Reader {
+            backend: Backend::Sqlite(jobs),
+        })
+    }
+
+    /// Reads from Redis instead, charging frames to `memory`.
+    pub fn redis(redis: Arc<RedisHistory>, memory: Arc<Memory>) -> Reader {
+        Reader {
+            backend: Backend::Redis(redis, memory),
+        }
     }
 
     /// Every room in the file with its last id.
     pub async fn rooms(&self) -> Result<Vec<(RoomName, u64)>, StoreError> {
+        if let Backend::Redis(r, _) = &self.backend {
+            return r.rooms().await;
+        }
         let (tx, rx) = async_channel::bounded(1);
         self.ask(Job::Rooms(tx), rx).await
     }
 
     /// A room's last id and its newest `n` messages, if the file has it.
     pub async fn room(&self, name: &RoomName, n: usize) -> Result<Option<LoadedRoom>, StoreError> {
+        if let Backend::Redis(r, _) = &self.backend {
+            return Ok(r.room(name, n).await?.map(|(room, _)| room));
+        }
         let (reply, rx) = async_channel::bounded(1);
         let job = Job::Room {
             name: name.clone(),
@@ -91,6 +114,15 @@ impl Reader {
 
     /// The messages `query` finds in room `name`.
     pub async fn read(&self, name: &RoomName, query: Query) -> Result<Found, StoreError> {
+        if let Backend::Redis(r, memory) = &self.backend {
+            let b = r.read(name, &query, BATCH).await?;
+            return Ok(Found {
+                first_read: b.messages.first().map(Committed::id),
+                frames: b.messages.iter().map(|m| frame(m, memory)).collect(),
+                first_held: b.first_held,
+                next: b.next,
+            });
+        }
         let (reply, rx) = async_channel::bounded(1);
         let job = Job::Read {
             name: name.clone(),
@@ -106,7 +138,10 @@ impl Reader {
         rx: async_channel::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let gone = || StoreError("the database reader stopped".into());
-        self.jobs.send(job).map_err(|_| gone())?;
+        let Backend::Sqlite(jobs) = &self.backend else {
+            return Err(gone());
+        };
+        jobs.send(job).map_err(|_| gone())?;
         rx.recv().await.map_err(|_| gone())?
     }
 }

@@ -582,9 +582,7 @@ async fn post(
                 event::message_json(&entry.frame).to_vec(),
             )))
         }
-        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
-        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
-        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
+        Err(e) => Err(publish_error(e)),
     }
 }
 
@@ -673,13 +671,25 @@ fn health(app: &App) -> Response {
         memory_limit_bytes: usize,
     }
     let full = app.memory.over();
+    // With --redis, nothing can be posted or resumed while it is away.
+    let store_down = app.cluster.as_ref().is_some_and(|c| !c.is_up());
     let body = Health {
-        status: if full { "degraded" } else { "ok" },
-        reason: full.then(|| ApiError::MemoryFull.message()),
+        status: if store_down {
+            "unavailable"
+        } else if full {
+            "degraded"
+        } else {
+            "ok"
+        },
+        reason: if store_down {
+            Some(ApiError::StoreUnavailable.message())
+        } else {
+            full.then(|| ApiError::MemoryFull.message())
+        },
         memory_bytes: app.memory.used(),
         memory_limit_bytes: app.memory.limit(),
     };
-    let mut res = json(200, &body);
+    let mut res = json(if store_down { 503 } else { 200 }, &body);
     res.insert_header("cache-control", "no-store");
     res
 }
@@ -795,9 +805,21 @@ async fn delete(
             200,
             &serde_json::json!({ "id": id, "deleted": true, "event": entry.id }),
         ))),
-        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
-        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
-        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
+        Err(e) => Err(publish_error(e)),
+    }
+}
+
+/// The answer to a post or delete that was not published.
+fn publish_error(e: PublishError) -> ApiError {
+    match e {
+        PublishError::Congested => ApiError::Congested { retry_after: 1 },
+        PublishError::Stopping => ApiError::ShuttingDown,
+        PublishError::Storage(e) => ApiError::Storage(e),
+        PublishError::Unavailable(e) => {
+            log::warn!("post refused: {e}");
+            ApiError::StoreUnavailable
+        }
+        PublishError::AlreadyDeleted => ApiError::Gone,
     }
 }
 

@@ -62,6 +62,9 @@ pub enum ApiError {
     Gone,
     /// 400: plain HTTP sent to the HTTPS port.
     PlainHttpOnTls,
+    /// 503: Redis (`--redis`) cannot be reached; the message was not
+    /// acknowledged.
+    StoreUnavailable,
 }
 
 impl ApiError {
@@ -86,6 +89,7 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::Storage(_)
             | ApiError::StoreRead(_)
+            | ApiError::StoreUnavailable
             | ApiError::MemoryFull => 503,
         }
     }
@@ -120,6 +124,7 @@ impl ApiError {
             ApiError::Storage(e) => format!("could not store the message, it was not sent: {e}"),
             ApiError::StoreRead(e) => format!("could not read history: {e}"),
             ApiError::MemoryFull => "server memory budget reached; try again".into(),
+            ApiError::StoreUnavailable => crate::history::redis::UNAVAILABLE.into(),
             ApiError::TooManyFromAddress => "too many connections from your address".into(),
         }
     }
@@ -134,7 +139,7 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::TooManyRooms
             | ApiError::TooManyFromAddress => Some(1),
-            ApiError::MemoryFull => Some(2),
+            ApiError::MemoryFull | ApiError::StoreUnavailable => Some(2),
             ApiError::Storage(_) | ApiError::StoreRead(_) => Some(5),
             _ => None,
         }

@@ -1,0 +1,403 @@
+//! Several instances on one Redis (`--redis`), against a real
+//! `redis-server` each test starts on a unix socket in a scratch folder:
+//! one server to their clients (ids, order, exactly once, resume anywhere),
+//! a killed instance, Redis restarts and a killed subscriber connection,
+//! the first post of a new room racing on two instances, presence across
+//! instances, and starting before Redis is up.
+//!
+//! Without `redis-server` installed each test says it skipped, except in
+//! CI (`SMOLCHAT_CI`), where that is a failure.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use support::{read_response, Redis, Scratch, Server, Sse, WAIT};
+
+/// An instance on `redis`, with no post rate limit.
+fn instance(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str(), "--rate", "0"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Waits until `/healthz` says ok (Redis reached).
+fn wait_healthy(s: &Server) {
+    let deadline = Instant::now() + WAIT;
+    while s.get("/healthz").status != 200 {
+        assert!(Instant::now() < deadline, "instance never reached Redis");
+        std::thread::sleep(Duration::from_millis(20)); // polling a status, not synchronising
+    }
+}
+
+/// Posts `texts` to `room` on `s` over one keep-alive connection: the id
+/// each `201` gave, by text; texts refused (any other status) are left out.
+fn post_all(s: &Server, room: &str, texts: &[String]) -> Vec<(u64, String)> {
+    post_all_at(s.addr, room, texts)
+}
+
+/// A connection to `addr` (threads cannot share a [`Server`]).
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// [`post_all`] by address.
+fn post_all_at(addr: SocketAddr, room: &str, texts: &[String]) -> Vec<(u64, String)> {
+    let mut conn = BufReader::new(connect(addr));
+    let mut got = Vec::new();
+    for t in texts {
+        let req = support::post_bytes(
+            &format!("/rooms/{room}/messages"),
+            &["Content-Type: text/plain"],
+            t.as_bytes(),
+        );
+        conn.get_mut().write_all(&req).unwrap();
+        let r = read_response(&mut conn).unwrap();
+        if r.status == 201 {
+            got.push((r.json()["id"].as_u64().unwrap(), t.clone()));
+        }
+    }
+    got
+}
+
+/// The next `n` messages of a stream as (id, text).
+fn take(sse: &mut Sse, n: usize) -> Vec<(u64, String)> {
+    sse.messages(n)
+        .into_iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_instances_are_one_server_to_their_clients() {
+    let dir = Scratch::new("redis-three");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let servers: Vec<Server> = (0..3).map(|_| instance(&redis, &[])).collect();
+    for s in &servers {
+        wait_healthy(s);
+    }
+    let mut streams: Vec<Sse> = servers.iter().map(|s| s.sse("/rooms/r/events")).collect();
+    for sse in &mut streams {
+        sse.until("hello");
+    }
+    // Four posters, two on A and two on B, interleaving.
+    let per = 40;
+    let accepted: Vec<(u64, String)> = std::thread::scope(|scope| {
+        let posters: Vec<_> = (0..4)
+            .map(|p| {
+                let addr = servers[p % 2].addr;
+                scope.spawn(move || {
+                    let texts: Vec<String> = (0..per).map(|i| format!("p{p} m{i}")).collect();
+                    post_all_at(addr, "r", &texts)
+                })
+            })
+            .collect();
+        posters
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect()
+    });
+    assert_eq!(accepted.len(), 4 * per, "every post accepted");
+    let mut want = accepted.clone();
+    want.sort();
+    // Ids 1..=N, each given once.
+    assert_eq!(
+        want.iter().map(|m| m.0).collect::<Vec<_>>(),
+        (1..=(4 * per) as u64).collect::<Vec<_>>()
+    );
+    for (i, sse) in streams.iter_mut().enumerate() {
+        let got = take(sse, 4 * per);
+        assert_eq!(got, want, "stream on instance {i}");
+    }
+    // History is the same on every instance.
+    for s in &servers {
+        let page = s.get("/rooms/r/messages?since=0&limit=1000").json();
+        let ids: Vec<u64> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, (1..=(4 * per) as u64).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn clients_of_a_killed_instance_resume_on_another_and_it_stops_counting() {
+    let dir = Scratch::new("redis-kill");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let a = instance(&redis, &[]);
+    let mut b = instance(&redis, &[]);
+    let c = instance(&redis, &[]);
+    for s in [&a, &b, &c] {
+        wait_healthy(s);
+    }
+    let mut on_b = b.sse("/rooms/k/events?user=bo");
+    on_b.until("hello");
+    // A sees B's reader (presence across instances).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rooms = a.get("/rooms").json();
+        let k = rooms.as_array().unwrap().iter().find(|r| r["room"] == "k");
+        if k.is_some_and(|k| k["online"] == 1 && k["users"] == serde_json::json!(["bo"])) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never saw B's stream: {rooms}");
+        std::thread::sleep(Duration::from_millis(20)); // polling a status, not synchronising
+    }
+    let first: Vec<String> = (1..=10).map(|i| format!("before {i}")).collect();
+    let sent = post_all(&a, "k", &first);
+    let got = take(&mut on_b, 5);
+    assert_eq!(got, sent[..5]);
+    b.signal("KILL");
+    b.wait_exit(WAIT).expect("killed");
+    let later: Vec<String> = (1..=10).map(|i| format!("after {i}")).collect();
+    let mut all = sent.clone();
+    all.extend(post_all(&a, "k", &later));
+    // The client resumes on C from the last id it saw.
+    let mut on_c = c.sse_with("/rooms/k/events", &["Last-Event-ID: 5"]);
+    on_c.until("hello");
+    assert_eq!(take(&mut on_c, 15), all[5..]);
+    // B said no goodbye: its reader stops counting once its mark is stale.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rooms = a.get("/rooms").json();
+        let k = rooms.as_array().unwrap().iter().find(|r| r["room"] == "k");
+        let users = k.map(|k| k["users"].clone());
+        // C's stream is anonymous: online 1, nobody named.
+        if users == Some(serde_json::json!([])) && k.unwrap()["online"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still counted: {rooms}");
+        std::thread::sleep(Duration::from_millis(100)); // polling a status, not synchronising
+    }
+}
+
+#[test]
+fn the_first_post_of_a_new_room_on_two_instances_gets_ids_1_and_2() {
+    let dir = Scratch::new("redis-race");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    for round in 0..20 {
+        let room = format!("race{round}");
+        let gate = Arc::new(Barrier::new(2));
+        let ids: Vec<u64> = std::thread::scope(|scope| {
+            [a.addr, b.addr]
+                .map(|addr| {
+                    let (gate, room) = (gate.clone(), room.clone());
+                    scope.spawn(move || {
+                        let req = support::post_bytes(
+                            &format!("/rooms/{room}/messages"),
+                            &["Content-Type: text/plain"],
+                            b"first!",
+                        );
+                        let mut conn = connect(addr);
+                        gate.wait();
+                        conn.write_all(&req).unwrap();
+                        let r = read_response(&mut BufReader::new(conn)).unwrap();
+                        assert_eq!(r.status, 201, "{}", r.text());
+                        r.json()["id"].as_u64().unwrap()
+                    })
+                })
+                .map(|t| t.join().unwrap())
+                .into_iter()
+                .collect()
+        });
+        let mut ids = ids;
+        ids.sort();
+        assert_eq!(ids, [1, 2], "room {room}");
+    }
+}
+
+#[test]
+fn presence_is_the_clusters_in_hello_streams_and_the_room_list() {
+    let dir = Scratch::new("redis-presence");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    let c = instance(&redis, &[]);
+    for s in [&a, &b, &c] {
+        wait_healthy(s);
+    }
+    let mut ana = a.sse("/rooms/p/events?user=ana");
+    ana.until("hello");
+    let mut bo = b.sse("/rooms/p/events?user=bo");
+    bo.until("hello");
+    // Ana's stream on A hears Bo join on B.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ev = ana.until("presence").json();
+        if ev["users"] == serde_json::json!(["ana", "bo"]) {
+            assert_eq!(ev["online"], 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw bo: {ev}");
+    }
+    // A new stream on C is told both in its hello (once C has read them).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut on_c = c.sse("/rooms/p/events");
+        let hello = on_c.until("hello").json();
+        // C's own stream counts too.
+        if hello["users"] == serde_json::json!(["ana", "bo"]) && hello["online"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "C's hello: {hello}");
+        drop(on_c);
+        std::thread::sleep(Duration::from_millis(50)); // polling a status, not synchronising
+    }
+    // Bo leaves: Ana hears it.
+    drop(bo);
+    loop {
+        let ev = ana.until("presence").json();
+        if ev["users"] == serde_json::json!(["ana"]) {
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_redis_outage_gets_503_and_streams_catch_up_without_loss() {
+    let dir = Scratch::new("redis-outage");
+    let Some(mut redis) = Redis::start(&dir.0, true) else {
+        return;
+    };
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let mut on_b = b.sse("/rooms/o/events");
+    on_b.until("hello");
+    let mut accepted: Vec<(u64, String)> = Vec::new();
+    let mut n = 0;
+    let mut post = |s: &Server, accepted: &mut Vec<(u64, String)>| {
+        n += 1;
+        let text = format!("paced {n}");
+        let r = s.post("/rooms/o/messages", "text/plain", &text);
+        match r.status {
+            201 => accepted.push((r.json()["id"].as_u64().unwrap(), text)),
+            503 => assert_eq!(r.error(), "history store unavailable"),
+            other => panic!("status {other}: {}", r.text()),
+        }
+        r.status
+    };
+    for _ in 0..10 {
+        post(&a, &mut accepted);
+    }
+    // B's subscriber connection is cut: B reconnects and fills the hole.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    for _ in 0..10 {
+        post(&a, &mut accepted);
+    }
+    // Redis goes away: posts get 503, health says so.
+    redis.kill();
+    let deadline = Instant::now() + WAIT;
+    while a.get("/healthz").status != 503 {
+        assert!(Instant::now() < deadline, "health never said unavailable");
+        std::thread::sleep(Duration::from_millis(20)); // polling a status, not synchronising
+    }
+    assert_eq!(post(&a, &mut accepted), 503);
+    assert_eq!(
+        a.get("/healthz").json()["reason"],
+        "history store unavailable"
+    );
+    // Back, with what it had (append-only file).
+    redis.restart();
+    wait_healthy(&a);
+    let deadline = Instant::now() + WAIT;
+    let mut after = 0;
+    while after < 10 {
+        if post(&a, &mut accepted) == 201 {
+            after += 1;
+        }
+        assert!(Instant::now() < deadline, "posts never got through again");
+    }
+    // The stream stayed open and has every accepted message, in order,
+    // once (a post cut off mid-flight may have been stored without its
+    // 201: it shows up too, with its id in sequence).
+    let last = accepted.last().unwrap().0;
+    let mut got = BTreeMap::new();
+    let mut prev = 0;
+    while prev < last {
+        let m = on_b.until("message").json();
+        let id = m["id"].as_u64().unwrap();
+        assert_eq!(id, prev + 1, "in order, no gap, no repeat");
+        prev = id;
+        got.insert(id, m["text"].as_str().unwrap().to_string());
+    }
+    for (id, text) in &accepted {
+        assert_eq!(got.get(id), Some(text), "message {id}");
+    }
+    assert!(!on_b.ended);
+}
+
+#[test]
+fn an_instance_starts_before_redis_and_is_ready_when_it_is() {
+    let dir = Scratch::new("redis-late");
+    let sock = dir.0.join("redis.sock");
+    let url = format!("redis+unix://{}", sock.display());
+    let a = Server::start(&["--redis", &url, "--rate", "0"]);
+    let r = a.get("/healthz");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "unavailable");
+    let r = a.post("/rooms/l/messages", "text/plain", "too early");
+    assert_eq!(
+        (r.status, r.error()),
+        (503, "history store unavailable".into())
+    );
+    assert!(r.header("retry-after").is_some());
+    let Some(_redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    wait_healthy(&a);
+    let r = a.post("/rooms/l/messages", "text/plain", "on time");
+    assert_eq!((r.status, r.json()["id"].as_u64()), (201, Some(1)));
+}
+
+#[test]
+fn a_resume_on_any_instance_reads_redis_and_gets_gap_past_history() {
+    let dir = Scratch::new("redis-gap");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let a = instance(&redis, &["--history", "5"]);
+    let b = instance(&redis, &["--history", "5"]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let texts: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    let sent = post_all(&a, "g", &texts);
+    let mut sse = b.sse_with("/rooms/g/events", &["Last-Event-ID: 2"]);
+    sse.until("hello");
+    let gap = sse.until("gap").json();
+    assert_eq!(
+        (gap["since"].as_u64(), gap["first"].as_u64()),
+        (Some(2), Some(6))
+    );
+    assert_eq!(take(&mut sse, 5), sent[5..]);
+    let page = b.get("/rooms/g/messages?since=0").json();
+    assert_eq!(page.as_array().unwrap().len(), 5);
+    assert_eq!(redis.cli(&["XLEN", "smolchat:log:g"]), "5");
+}
