@@ -118,7 +118,10 @@ impl App {
         if let Some(url) = &config.redis {
             let redis = Arc::new(RedisHistory::open(url, config.history).map_err(StoreError)?);
             let accounts =
-                Arc::new(Accounts::open(None, config.default_access).map_err(StoreError)?);
+                Arc::new(Accounts::open_redis(url, config.default_access).map_err(StoreError)?);
+            accounts
+                .watch()
+                .map_err(|e| StoreError(format!("cannot start a thread: {e}")))?;
             let reader = Reader::redis(redis.clone(), memory.clone());
             let mut app = Self::new(
                 config,

@@ -401,3 +401,125 @@ fn a_resume_on_any_instance_reads_redis_and_gets_gap_past_history() {
     assert_eq!(page.as_array().unwrap().len(), 5);
     assert_eq!(redis.cli(&["XLEN", "smolchat:log:g"]), "5");
 }
+
+/// Runs `smolchat ARGS --redis URL` (a subcommand) with `stdin`; its stdout.
+fn cli(redis: &Redis, args: &[&str], stdin: &str) -> String {
+    use std::process::Stdio;
+    let mut child = support::smolchat_command()
+        .args(args)
+        .args(["--redis", &redis.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smolchat");
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "smolchat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn accounts_sessions_and_deletes_are_shared_by_every_instance() {
+    let dir = Scratch::new("redis-accounts");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    cli(
+        &redis,
+        &["user", "add", "ana", "--password-stdin"],
+        "pw-of-ana\n",
+    );
+    let out = cli(&redis, &["token", "add", "ana"], "");
+    let token = out.lines().next().unwrap().to_string();
+    let token_id = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(cli(&redis, &["user", "list"], "").contains("ana"));
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let bearer = format!("Authorization: Bearer {token}");
+    // A token made by the subcommand works on A; the name is taken on B.
+    let eventually = |what: &str, mut check: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + WAIT;
+        while !check() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(20)); // polling a status, not synchronising
+        }
+    };
+    let mut on_a = a.sse_with("/rooms/acc/events", &[&bearer]);
+    on_a.until("hello");
+    let r = a.post_with(
+        "/rooms/acc/messages",
+        &["Content-Type: text/plain", &bearer],
+        b"signed",
+    );
+    assert_eq!((r.status, r.json()["user"].as_str()), (201, Some("ana")));
+    let id = r.json()["id"].as_u64().unwrap();
+    eventually(
+        "B reserves ana",
+        Box::new(|| b.say("acc", "ana", "impostor").status == 403),
+    );
+    // A session started on A is good on B at once.
+    let r = a.post(
+        "/login",
+        "application/x-www-form-urlencoded",
+        "user=ana&password=pw-of-ana",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let me = b.get_with("/me", &[&format!("Cookie: {cookie}")]);
+    assert_eq!((me.status, me.json()["user"].as_str()), (200, Some("ana")));
+    // Deleted through B: A's stream is told, history on A says so.
+    let r = b.raw(
+        format!(
+            "DELETE /rooms/acc/messages/{id} HTTP/1.1\r\nHost: test\r\nCookie: {cookie}\r\nOrigin: http://test\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let del = on_a.until("delete").json();
+    assert_eq!(del["id"].as_u64(), Some(id));
+    let page = a.get("/rooms/acc/messages?since=0").json();
+    assert_eq!(page[0]["deleted"], true);
+    // A second delete of it, anywhere, is 410.
+    let r = a.raw(
+        format!("DELETE /rooms/acc/messages/{id} HTTP/1.1\r\nHost: test\r\n{bearer}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 410, "{}", r.text());
+    // Signing out on B ends the session on A too.
+    let r = b.raw(
+        format!("POST /logout HTTP/1.1\r\nHost: test\r\nCookie: {cookie}\r\nOrigin: http://test\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(r.status < 300, "{}", r.text());
+    eventually(
+        "A forgets the session",
+        Box::new(|| a.get_with("/me", &[&format!("Cookie: {cookie}")]).json()["user"].is_null()),
+    );
+    // Revoking the token ends the stream that used it.
+    cli(&redis, &["token", "remove", &token_id], "");
+    let deadline = Instant::now() + WAIT;
+    while !on_a.ended {
+        assert!(Instant::now() < deadline, "stream outlived its token");
+        let _ = on_a.next_within(Duration::from_millis(200));
+    }
+}

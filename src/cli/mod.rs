@@ -1,8 +1,9 @@
 //! The subcommands that manage accounts: `smolchat user`, `smolchat token`
 //! and `smolchat access`, one file each. `main` hands them the arguments
 //! after the subcommand's name; each works on the database file named by
-//! `--db` (or `SMOLCHAT_DB`, default `smolchat.db`), also while a server
-//! runs on it: the server sees the change within a second.
+//! `--db` (or `SMOLCHAT_DB`, default `smolchat.db`), or on Redis with
+//! `--redis URL` (or `SMOLCHAT_REDIS`), also while servers run on it: they
+//! see the change within a second.
 //!
 //! Errors are one line on stderr: exit code 2 for a usage error, 1 for one
 //! the database or the terminal gave.
@@ -128,22 +129,33 @@ pub fn run(
     env: impl Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let args = Args::parse(args, &["db", "expires", "label"])?;
+    let args = Args::parse(args, &["db", "expires", "label", "redis"])?;
     if args.flag("help") {
         let _ = write!(out, "{}", help(name));
         return Ok(());
     }
+    // As the server: Redis when named (flag, or SMOLCHAT_REDIS unless
+    // --db is given), else the file.
+    let redis = args.value("redis").map(str::to_string).or_else(|| {
+        args.value("db")
+            .is_none()
+            .then(|| env("SMOLCHAT_REDIS"))
+            .flatten()
+    });
     let db = args
         .value("db")
         .map(str::to_string)
         .or_else(|| env("SMOLCHAT_DB"))
         .unwrap_or_else(|| "smolchat.db".into());
-    if db == ":memory:" {
+    if redis.is_none() && db == ":memory:" {
         return usage(
             "accounts live in the database file; --db :memory: keeps none (give the server's --db)",
         );
     }
-    let open = || AccountsDb::open(&PathBuf::from(&db)).map_err(failed);
+    let open = || match &redis {
+        Some(url) => AccountsDb::open_redis(url).map_err(failed),
+        None => AccountsDb::open(&PathBuf::from(&db)).map_err(failed),
+    };
     match name {
         "user" => user::run(&args, open, out),
         "token" => token::run(&args, open, out),
@@ -174,7 +186,8 @@ pub fn help(name: &str) -> String {
     };
     format!(
         "{body}\nEvery subcommand takes --db PATH (or SMOLCHAT_DB; default smolchat.db), \
-         also while the server runs on it: the server sees the change within a second.\n"
+         or --redis URL (or SMOLCHAT_REDIS) for servers on Redis, \
+         also while servers run on it: they see the change within a second.\n"
     )
 }
 
