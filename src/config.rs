@@ -546,7 +546,11 @@ fn help() -> String {
     }
     out.push_str("  -h, --help                   print this help\n");
     out.push_str("  -V, --version                print the version\n\n");
-    out.push_str("Durations: 500ms, 5s, 2m, 1h. Logging: RUST_LOG=debug for every request.\n");
+    out.push_str("Durations: 500ms, 5s, 2m, 1h. Logging: RUST_LOG=debug for every request.\n\n");
+    out.push_str(
+        "Subcommands (each with --help): smolchat user, token, access (accounts);\n\
+         smolchat export, import (move a SQLite box to --redis).\n",
+    );
     out
 }
 

@@ -523,3 +523,130 @@ fn accounts_sessions_and_deletes_are_shared_by_every_instance() {
         let _ = on_a.next_within(Duration::from_millis(200));
     }
 }
+
+/// Runs a subcommand with explicit arguments and stdin: (success, stdout, stderr).
+fn run_cli(args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    use std::process::Stdio;
+    let mut child = support::smolchat_command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smolchat");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_sqlite_box_moves_to_redis_with_its_ids_accounts_and_deletes() {
+    let dir = Scratch::new("redis-move");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let db = dir.db();
+    let ok = |args: &[&str], stdin: &[u8]| {
+        let (ok, out, err) = run_cli(args, stdin);
+        assert!(ok, "smolchat {args:?}: {err}");
+        out
+    };
+    ok(
+        &["user", "add", "ana", "--password-stdin", "--db", &db],
+        b"pw-of-ana\n",
+    );
+    let out = String::from_utf8(ok(
+        &["token", "add", "ana", "--label", "bot", "--db", &db],
+        b"",
+    ))
+    .unwrap();
+    let token = out.lines().next().unwrap().to_string();
+    ok(&["access", "everyone", "staff-*", "deny", "--db", &db], b"");
+    let bearer = format!("Authorization: Bearer {token}");
+    let mut posted = Vec::new();
+    {
+        let mut one = Server::start(&["--db", &db, "--rate", "0"]);
+        for i in 1..=5 {
+            let r = one.post_with(
+                "/rooms/k/messages",
+                &["Content-Type: text/plain", &bearer],
+                format!("kitchen {i}").as_bytes(),
+            );
+            assert_eq!(r.status, 201);
+            posted.push(r.json());
+        }
+        let r = one.raw(
+            format!("DELETE /rooms/k/messages/2 HTTP/1.1\r\nHost: test\r\n{bearer}\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(one.say("j", "bo", "garden").status, 201);
+        one.signal("TERM");
+        assert!(one.wait_exit(WAIT).expect("exits").success());
+    }
+    let export = ok(&["export", "--db", &db], b"");
+    let text = String::from_utf8(export.clone()).unwrap();
+    assert!(text
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    let summary = String::from_utf8(ok(&["import", "--redis", &redis.url()], &export)).unwrap();
+    assert!(
+        summary
+            .contains("imported 2 rooms, 7 messages and delete events, 1 users, 1 tokens, 1 rules"),
+        "{summary}"
+    );
+    // Once more: refused, nothing doubled.
+    let (again, _, err) = run_cli(&["import", "--redis", &redis.url()], &export);
+    assert!(!again && err.contains("in Redis already"), "{err}");
+
+    let a = instance(&redis, &[]);
+    wait_healthy(&a);
+    let page = a.get("/rooms/k/messages?since=0").json();
+    let page = page.as_array().unwrap();
+    assert_eq!(page.len(), 5);
+    for (got, want) in page.iter().zip(&posted) {
+        assert_eq!(got["id"], want["id"]);
+        assert_eq!(got["time"], want["time"]);
+        if got["id"] == 2 {
+            assert_eq!(
+                (got["deleted"].as_bool(), got["text"].as_str()),
+                (Some(true), Some(""))
+            );
+        } else {
+            assert_eq!(got["text"], want["text"]);
+        }
+    }
+    // A client resumes across the move; ids go on from the delete event's.
+    let mut sse = a.sse_with("/rooms/k/events", &["Last-Event-ID: 3"]);
+    sse.until("hello");
+    assert_eq!(sse.until("message").json()["id"], 4);
+    assert_eq!(sse.until("message").json()["id"], 5);
+    assert_eq!(sse.until("delete").id.as_deref(), Some("6"));
+    let r = a.post_with(
+        "/rooms/k/messages",
+        &["Content-Type: text/plain", &bearer],
+        b"after",
+    );
+    assert_eq!(
+        (r.status, r.json()["id"].as_u64(), r.json()["user"].as_str()),
+        (201, Some(7), Some("ana"))
+    );
+    assert_eq!(sse.until("message").json()["id"], 7);
+    // The password and the rule came along.
+    let basic = "Authorization: Basic YW5hOnB3LW9mLWFuYQ=="; // ana:pw-of-ana
+    assert_eq!(a.get_with("/me", &[basic]).json()["user"], "ana");
+    assert_eq!(a.get("/rooms/staff-room/messages").status, 401);
+    assert_eq!(
+        a.get("/rooms/j/messages?since=0").json()[0]["text"],
+        "garden"
+    );
+}

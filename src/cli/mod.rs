@@ -10,6 +10,7 @@
 
 mod access;
 mod token;
+mod transfer;
 mod user;
 
 use std::ffi::OsString;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use crate::accounts::store::AccountsDb;
 
 /// The subcommand names `main` dispatches here.
-pub const SUBCOMMANDS: &[&str] = &["user", "token", "access"];
+pub const SUBCOMMANDS: &[&str] = &["user", "token", "access", "export", "import"];
 
 /// Why a subcommand failed.
 #[derive(Debug)]
@@ -134,6 +135,24 @@ pub fn run(
         let _ = write!(out, "{}", help(name));
         return Ok(());
     }
+    if name == "export" {
+        let db = args
+            .value("db")
+            .map(str::to_string)
+            .or_else(|| env("SMOLCHAT_DB"))
+            .unwrap_or_else(|| "smolchat.db".into());
+        return transfer::export(&args, &db, out);
+    }
+    if name == "import" {
+        let Some(url) = args
+            .value("redis")
+            .map(str::to_string)
+            .or_else(|| env("SMOLCHAT_REDIS"))
+        else {
+            return usage("smolchat import needs --redis URL (or SMOLCHAT_REDIS)");
+        };
+        return transfer::import(&args, &url, &mut std::io::stdin().lock(), out);
+    }
     // As the server: Redis when named (flag, or SMOLCHAT_REDIS unless
     // --db is given), else the file.
     let redis = args.value("redis").map(str::to_string).or_else(|| {
@@ -167,6 +186,12 @@ pub fn run(
 /// The help text of a subcommand.
 pub fn help(name: &str) -> String {
     let body = match name {
+        "export" | "import" => {
+            return "smolchat export [--db FILE]   every room, message, user, token and rule as JSON lines on stdout\n\
+                    smolchat import --redis URL   read them on stdin into Redis, keeping ids, password hashes and tokens\n\n\
+                    Moving one box to Redis: smolchat export --db smolchat.db | smolchat import --redis redis://HOST:6379/0\n"
+                .into()
+        }
         "user" => {
             "smolchat user add NAME [--admin] [--password-stdin]   add an account (password asked twice, or one line on stdin)\n\
              smolchat user passwd NAME [--password-stdin]          change its password (ends its browser sessions)\n\
