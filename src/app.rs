@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::accounts::Accounts;
 use crate::config::Config;
+#[cfg(feature = "redis")]
 use crate::history::redis::RedisHistory;
 use crate::history::sqlite::{Db, LoadedRoom, StoreError};
 use crate::history::writer::WriterConfig;
@@ -115,6 +116,11 @@ impl App {
     pub fn open(config: Config, pipeline: Pipeline) -> Result<Self, StoreError> {
         let metrics = Arc::new(Metrics::default());
         let memory = Arc::new(Memory::new(config.memory_limit));
+        #[cfg(not(feature = "redis"))]
+        if config.redis.is_some() {
+            return Err(StoreError(crate::history::NO_REDIS.into()));
+        }
+        #[cfg(feature = "redis")]
         if let Some(url) = &config.redis {
             let redis = Arc::new(RedisHistory::open(url, config.history).map_err(StoreError)?);
             let accounts =
@@ -242,8 +248,10 @@ impl App {
                 return Ok(Some(room));
             }
             let departures = self.departures.load(Relaxed);
+            #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
             let mut epoch = None;
             let loaded = match (&self.cluster, &self.store, &self.reader) {
+                #[cfg(feature = "redis")]
                 (Some(cluster), Store::Redis(redis), _) => {
                     // Subscribed before the read: whatever is published
                     // after it reaches the room's feed.
@@ -344,6 +352,7 @@ impl App {
     /// Drops a room from memory whatever uses it (with `--redis`, when this
     /// instance can no longer follow its history): its streams end, and
     /// the next use reads it again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn forget_room(&self, name: &RoomName) {
         let room = self.rooms_lock().remove(name);
         if let Some(room) = room {

@@ -374,6 +374,9 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
     }
     let redis = match one("redis") {
         None => None,
+        #[cfg(not(feature = "redis"))]
+        Some(_) => return err(crate::history::NO_REDIS),
+        #[cfg(feature = "redis")]
         Some(url) => {
             let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
                 .iter()
@@ -523,6 +526,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// `--redis` in the `--help` of a build without the `redis` feature.
+pub const NO_REDIS_HELP: &str =
+    "not in this build (the ARM builds leave Redis out to stay small: cargo build --features redis)";
+
 /// The `--help` text, generated from [`FLAGS`].
 fn help() -> String {
     let mut out = format!(
@@ -539,10 +546,12 @@ fn help() -> String {
             Some(v) => format!("--{} {v}", f.name),
             None => format!("--{}", f.name),
         };
-        out.push_str(&format!(
-            "  {left:<28} {} [default: {}]\n",
-            f.help, f.default
-        ));
+        let help = if f.name == "redis" && !cfg!(feature = "redis") {
+            NO_REDIS_HELP
+        } else {
+            f.help
+        };
+        out.push_str(&format!("  {left:<28} {help} [default: {}]\n", f.default));
     }
     out.push_str("  -h, --help                   print this help\n");
     out.push_str("  -V, --version                print the version\n\n");

@@ -445,6 +445,7 @@ impl Room {
                     Err(_) => Err(PublishError::Storage("the database writer stopped".into())),
                 }
             }
+            #[cfg(feature = "redis")]
             Store::Redis(redis) => {
                 // The local queue bounds the room as without Redis: a post
                 // waits while it is full. Redis numbers the change and
@@ -484,6 +485,7 @@ impl Room {
     /// This instance's own post, numbered by the shared store: queued now
     /// if it is next (the usual case), else left to the feed that delivers
     /// in id order; either way its entry, for the `201`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn own(&self, change: Committed) -> Entry {
         let id = change.id();
         let time = match &change {

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::{read_response, Redis, Scratch, Server, Sse, WAIT};
+use support::{binary_has_redis, read_response, Redis, Scratch, Server, Sse, WAIT};
 
 /// An instance on `redis`, with no post rate limit.
 fn instance(redis: &Redis, extra: &[&str]) -> Server {
@@ -356,6 +356,10 @@ fn a_redis_outage_gets_503_and_streams_catch_up_without_loss() {
 
 #[test]
 fn an_instance_starts_before_redis_and_is_ready_when_it_is() {
+    if !binary_has_redis() {
+        eprintln!("skipping: the smolchat under test was built without the redis feature");
+        return;
+    }
     let dir = Scratch::new("redis-late");
     let sock = dir.0.join("redis.sock");
     let url = format!("redis+unix://{}", sock.display());
@@ -649,4 +653,39 @@ fn a_sqlite_box_moves_to_redis_with_its_ids_accounts_and_deletes() {
         a.get("/rooms/j/messages?since=0").json()[0]["text"],
         "garden"
     );
+}
+
+/// The ARM builds leave Redis out (the `redis` feature, for the 4 MiB
+/// budget): there `--redis` and `import` are refused in one line that
+/// says how to get it, and `--help` says so. (Runs against the ARM
+/// release binaries in CI; with the default build it checks `--help`.)
+#[test]
+fn a_build_without_redis_refuses_it_in_one_line() {
+    let help = support::smolchat_command().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    if binary_has_redis() {
+        assert!(help.contains("--redis URL") && help.contains("keep history, ids, accounts"));
+        return;
+    }
+    assert!(help.contains("cargo build --features redis"), "{help}");
+    for (args, code) in [
+        (
+            &["--addr", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1"][..],
+            2,
+        ),
+        (&["import", "--redis", "redis://127.0.0.1:1"][..], 1),
+        (&["user", "list", "--redis", "redis://127.0.0.1:1"][..], 1),
+    ] {
+        let out = support::smolchat_command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(
+            err.contains("built without Redis support") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -20,6 +20,7 @@
 //! remembered for [`BASIC_CACHE`] (by a hash of the pair), so `curl -u` in a
 //! loop does not pay Argon2 for every request.
 
+#[cfg(feature = "redis")]
 pub mod redis_store;
 pub mod rules;
 pub mod secret;

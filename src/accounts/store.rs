@@ -12,6 +12,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+#[cfg(feature = "redis")]
 use super::redis_store::RedisAccounts;
 use super::rules::{Access, Pattern, Rule, Who};
 use super::secret::SecretHash;
@@ -77,6 +78,7 @@ pub struct AccountsDb {
 #[derive(Debug)]
 enum Inner {
     Sqlite(Connection),
+    #[cfg(feature = "redis")]
     Redis(Box<RedisAccounts>),
 }
 
@@ -93,15 +95,23 @@ impl AccountsDb {
     }
 
     /// Opens the accounts kept in Redis at `url`.
+    #[cfg(feature = "redis")]
     pub fn open_redis(url: &str) -> Result<AccountsDb, StoreError> {
         Ok(AccountsDb {
             inner: Inner::Redis(Box::new(RedisAccounts::open(url)?)),
         })
     }
 
+    /// A build without the `redis` feature has no Redis to open.
+    #[cfg(not(feature = "redis"))]
+    pub fn open_redis(_url: &str) -> Result<AccountsDb, StoreError> {
+        Err(StoreError(crate::history::NO_REDIS.into()))
+    }
+
     fn conn(&self) -> &Connection {
         match &self.inner {
             Inner::Sqlite(c) => c,
+            #[cfg(feature = "redis")]
             Inner::Redis(_) => unreachable!("Redis calls return before"),
         }
     }
@@ -109,12 +119,14 @@ impl AccountsDb {
     fn conn_mut(&mut self) -> &mut Connection {
         match &mut self.inner {
             Inner::Sqlite(c) => c,
+            #[cfg(feature = "redis")]
             Inner::Redis(_) => unreachable!("Redis calls return before"),
         }
     }
 
     /// The change counter of users, tokens and rules.
     pub fn version(&mut self) -> Result<i64, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.version();
         }
@@ -125,6 +137,7 @@ impl AccountsDb {
 
     /// Adds a user; fails if the name is taken.
     pub fn add_user(&mut self, name: &UserName, hash: &str, admin: bool) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.add_user(name, hash, admin);
         }
@@ -144,6 +157,7 @@ impl AccountsDb {
 
     /// Whether `name` is an account.
     pub fn has_user(&mut self, name: &UserName) -> Result<bool, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.has_user(name);
         }
@@ -160,6 +174,7 @@ impl AccountsDb {
 
     /// Deletes a user with their tokens, sessions and rules.
     pub fn delete_user(&mut self, name: &UserName) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.delete_user(name);
         }
@@ -184,6 +199,7 @@ impl AccountsDb {
 
     /// Sets a user's password hash; their browser sessions end.
     pub fn set_password(&mut self, name: &UserName, hash: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.set_password(name, hash);
         }
@@ -207,6 +223,7 @@ impl AccountsDb {
 
     /// Every user: name, admin, created, number of tokens.
     pub fn users(&mut self) -> Result<Vec<(String, bool, Timestamp, u64)>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.users();
         }
@@ -241,6 +258,7 @@ impl AccountsDb {
         read_only: bool,
         expires: Option<Timestamp>,
     ) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.add_token(user, hash, id, label, read_only, expires);
         }
@@ -267,6 +285,7 @@ impl AccountsDb {
 
     /// Every token (of `user`, if given).
     pub fn tokens(&mut self, user: Option<&UserName>) -> Result<Vec<TokenInfo>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.tokens(user);
         }
@@ -295,6 +314,7 @@ impl AccountsDb {
 
     /// Removes a token by its id.
     pub fn remove_token(&mut self, id: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.remove_token(id);
         }
@@ -315,6 +335,7 @@ impl AccountsDb {
         pattern: &Pattern,
         access: Access,
     ) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.set_rule(who, pattern, access);
         }
@@ -335,6 +356,7 @@ impl AccountsDb {
 
     /// Every rule, by whom then pattern.
     pub fn rules(&mut self) -> Result<Vec<Rule>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.rules();
         }
@@ -360,6 +382,7 @@ impl AccountsDb {
 
     /// Deletes every rule; returns how many there were.
     pub fn reset_rules(&mut self) -> Result<usize, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.reset_rules();
         }
@@ -368,6 +391,7 @@ impl AccountsDb {
 
     /// Everything the server needs, read in one transaction.
     pub fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.snapshot();
         }
@@ -424,6 +448,7 @@ impl AccountsDb {
         user: &UserName,
         expires: Timestamp,
     ) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.add_session(hash, user, expires);
         }
@@ -441,6 +466,7 @@ impl AccountsDb {
         &mut self,
         hash: &SecretHash,
     ) -> Result<Option<(UserName, Timestamp)>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.session(hash);
         }
@@ -458,11 +484,15 @@ impl AccountsDb {
 
     /// Whether the accounts are in Redis, shared with other instances.
     pub fn is_shared(&self) -> bool {
-        matches!(self.inner, Inner::Redis(_))
+        #[cfg(feature = "redis")]
+        return matches!(self.inner, Inner::Redis(_));
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// Ends a browser session.
     pub fn remove_session(&mut self, hash: &SecretHash) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.remove_session(hash);
         }
@@ -477,6 +507,7 @@ impl AccountsDb {
         &mut self,
         now: Timestamp,
     ) -> Result<Vec<(SecretHash, UserName, Timestamp)>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Inner::Redis(r) = &mut self.inner {
             return r.sessions(now);
         }

@@ -17,12 +17,16 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{failed, usage, Args, Failure};
+#[cfg(feature = "redis")]
 use crate::accounts::rules::{Access, Pattern, Who};
 use crate::accounts::store::AccountsDb;
+#[cfg(feature = "redis")]
 use crate::history::redis::{del_key, log_key, room_key, ROOMS_KEY};
 use crate::history::sqlite::ReadOnly;
 use crate::history::Query;
-use crate::message::{RoomName, Span, Timestamp, UserName};
+use crate::message::{RoomName, Span};
+#[cfg(feature = "redis")]
+use crate::message::{Timestamp, UserName};
 use crate::room::Committed;
 
 /// One line of an export.
@@ -190,7 +194,19 @@ fn line_of(room: &RoomName, c: &Committed) -> Line {
     }
 }
 
+/// `smolchat import` in a build without the `redis` feature.
+#[cfg(not(feature = "redis"))]
+pub(super) fn import(
+    _args: &Args,
+    _url: &str,
+    _input: &mut dyn BufRead,
+    _out: &mut dyn Write,
+) -> Result<(), Failure> {
+    Err(Failure::Failed(crate::history::NO_REDIS.into()))
+}
+
 /// `smolchat import --redis URL < export.jsonl`.
+#[cfg(feature = "redis")]
 pub(super) fn import(
     args: &Args,
     url: &str,

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
+#[cfg(feature = "redis")]
 use super::redis::RedisHistory;
 use super::sqlite::{LoadedRoom, ReadOnly, StoreError};
 use super::Query;
@@ -66,6 +67,7 @@ pub struct Reader {
 #[derive(Debug)]
 enum Backend {
     Sqlite(mpsc::Sender<Job>),
+    #[cfg(feature = "redis")]
     Redis(Arc<RedisHistory>, Arc<Memory>),
 }
 
@@ -83,6 +85,7 @@ impl Reader {
     }
 
     /// Reads from Redis instead, charging frames to `memory`.
+    #[cfg(feature = "redis")]
     pub fn redis(redis: Arc<RedisHistory>, memory: Arc<Memory>) -> Reader {
         Reader {
             backend: Backend::Redis(redis, memory),
@@ -91,6 +94,7 @@ impl Reader {
 
     /// Every room in the file with its last id.
     pub async fn rooms(&self) -> Result<Vec<(RoomName, u64)>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Backend::Redis(r, _) = &self.backend {
             return r.rooms().await;
         }
@@ -100,6 +104,7 @@ impl Reader {
 
     /// A room's last id and its newest `n` messages, if the file has it.
     pub async fn room(&self, name: &RoomName, n: usize) -> Result<Option<LoadedRoom>, StoreError> {
+        #[cfg(feature = "redis")]
         if let Backend::Redis(r, _) = &self.backend {
             return Ok(r.room(name, n).await?.map(|(room, _)| room));
         }
@@ -114,6 +119,7 @@ impl Reader {
 
     /// The messages `query` finds in room `name`.
     pub async fn read(&self, name: &RoomName, query: Query) -> Result<Found, StoreError> {
+        #[cfg(feature = "redis")]
         if let Backend::Redis(r, memory) = &self.backend {
             let b = r.read(name, &query, BATCH).await?;
             return Ok(Found {
@@ -138,7 +144,9 @@ impl Reader {
         rx: async_channel::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let gone = || StoreError("the database reader stopped".into());
-        let Backend::Sqlite(jobs) = &self.backend else {
+        #[allow(irrefutable_let_patterns)] // without the redis feature
+        let Backend::Sqlite(jobs) = &self.backend
+        else {
             return Err(gone());
         };
         jobs.send(job).map_err(|_| gone())?;

@@ -41,9 +41,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a post, a failed post or a read answers when Redis cannot be
-/// reached; the HTTP layer turns it into `503`.
-pub const UNAVAILABLE: &str = "history store unavailable";
+pub use super::UNAVAILABLE;
 
 /// Numbers a change, appends it to the room's stream, marks a deleted
 /// message, and publishes it, in one step. Returns `{id, epoch}`; id 0

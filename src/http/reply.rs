@@ -124,7 +124,7 @@ impl ApiError {
             ApiError::Storage(e) => format!("could not store the message, it was not sent: {e}"),
             ApiError::StoreRead(e) => format!("could not read history: {e}"),
             ApiError::MemoryFull => "server memory budget reached; try again".into(),
-            ApiError::StoreUnavailable => crate::history::redis::UNAVAILABLE.into(),
+            ApiError::StoreUnavailable => crate::history::UNAVAILABLE.into(),
             ApiError::TooManyFromAddress => "too many connections from your address".into(),
         }
     }

@@ -682,12 +682,28 @@ pub struct Redis {
     persist: bool,
 }
 
+/// Whether the smolchat under test was built with the `redis` feature
+/// (the ARM builds are not): its `--help` says so.
+pub fn binary_has_redis() -> bool {
+    let out = smolchat_command()
+        .arg("--help")
+        .output()
+        .expect("run smolchat --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--redis URL"), "--help lists --redis");
+    !help.contains("not in this build")
+}
+
 impl Redis {
     /// Starts one in `dir`. `None` when `redis-server` is not installed and
     /// this is not CI (`SMOLCHAT_CI` unset): the test then says it skipped.
     /// With `persist`, Redis writes an append-only file (fsync on every
     /// write), so a restart keeps what it had.
     pub fn start(dir: &std::path::Path, persist: bool) -> Option<Redis> {
+        if !binary_has_redis() {
+            eprintln!("skipping: the smolchat under test was built without the redis feature");
+            return None;
+        }
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
