@@ -306,7 +306,7 @@ impl App {
 
     fn make_room(&self, name: &RoomName, loaded: Option<LoadedRoom>) -> Room {
         let c = &self.config;
-        match loaded {
+        let room = match loaded {
             Some(l) => Room::restore(
                 l.name,
                 c.buffer,
@@ -317,7 +317,9 @@ impl App {
                 l.complete,
             ),
             None => Room::new(name.clone(), c.buffer, c.history, self.memory.clone()),
-        }
+        };
+        room.set_stall_budget(c.stall_budget);
+        room
     }
 
     /// Removes the least recently used room that nothing uses, if rooms can

@@ -68,6 +68,7 @@ const FLAGS: &[Flag] = &[
     flag("keepalive", Some("DURATION"), "15s", "comment line on idle streams this often"),
     flag("publish-timeout", Some("DURATION"), "5s", "longest a post waits for a congested room before 503"),
     flag("slow-timeout", Some("DURATION"), "10s", "a stream whose socket accepts nothing this long is cut"),
+    flag("stall-budget", Some("DURATION"), "2s", "a stream that keeps its room's queue full while a post waits this long is cut (it resumes from history); 0 leaves it to --slow-timeout"),
     flag("header-timeout", Some("DURATION"), "10s", "time allowed to send a request head (and an idle keep-alive)"),
     flag("transforms", Some("LIST"), "censor,emoji,code", "message transforms, in order (also: autocorrect; empty for none)"),
     flag("censor-words", Some("FILE"), "built-in list", "censor's word list: one word per line, # comments"),
@@ -121,6 +122,9 @@ pub struct Config {
     pub publish_timeout: Duration,
     /// A stream that accepts no bytes this long is cut.
     pub slow_timeout: Duration,
+    /// A stream that keeps the room's queue full while a post waits this
+    /// long is cut; zero is off.
+    pub stall_budget: Duration,
     /// Time allowed for a request head, and for an idle keep-alive.
     pub header_timeout: Duration,
     /// Posts per second per client; 0 is off.
@@ -462,6 +466,18 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         keepalive: dur("keepalive", Duration::from_secs(15))?,
         publish_timeout: dur("publish-timeout", Duration::from_secs(5))?,
         slow_timeout: dur("slow-timeout", Duration::from_secs(10))?,
+        // 0 turns it off (every other duration must be above 0).
+        stall_budget: match one("stall-budget") {
+            None => Duration::from_secs(2),
+            Some(s) => match parse_duration(s) {
+                Some(d) if d <= Duration::from_secs(86_400) => d,
+                _ => {
+                    return err(format!(
+                        "invalid value for --stall-budget: expected a duration like 2s or 500ms (at most 24h; 0 turns it off), got {s:?}"
+                    ))
+                }
+            },
+        },
         header_timeout: dur("header-timeout", Duration::from_secs(10))?,
         rate: num("rate", 5, 0, 1_000_000)? as u32,
         rate_burst: num("rate-burst", 10, 1, 1_000_000)? as u32,

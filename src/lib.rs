@@ -48,7 +48,9 @@
 //!       -> hello, gap?, replay -> live frames batched into chunks -> keepalive
 //!       presence changes wake each stream beside the queue (coalesced)
 //!       a socket that stops draining stops its receiver, the queue fills and
-//!       publishers wait: that is the backpressure; --slow-timeout cuts it.
+//!       publishers wait: that is the backpressure; a stream that holds a
+//!       post back for --stall-budget is cut, as is one that accepts
+//!       nothing for --slow-timeout.
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use event_listener::Event as Notify;
@@ -46,6 +46,10 @@ use crate::event::{encode, encode_in, Event, Frame};
 use crate::history::{Entry, MemoryHistory, Query, Store};
 use crate::memory::Memory;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
+
+/// How often a post still waiting past the stall budget tells the
+/// laggards again.
+const LAGGARDS_AGAIN: Duration = Duration::from_millis(250);
 
 /// One chat room.
 #[derive(Debug)]
@@ -65,6 +69,12 @@ pub struct Room {
     /// When the room was last used, in the owner's ticks (least recently
     /// used rooms lose their messages from memory first).
     last_used: AtomicU64,
+    /// `--stall-budget` in milliseconds (0: off): how long a post may wait
+    /// for the queue before the subscribers holding it full are cut.
+    stall_budget_ms: AtomicU64,
+    /// Rung while a post has waited past the stall budget: the streams
+    /// that hold the queue full end themselves ([`Subscription::held_back_too_long`]).
+    laggards: Notify,
 }
 
 #[derive(Debug)]
@@ -327,7 +337,17 @@ impl Room {
             presence_changed: Notify::new(),
             memory,
             last_used: AtomicU64::new(0),
+            stall_budget_ms: AtomicU64::new(0),
+            laggards: Notify::new(),
         }
+    }
+
+    /// Sets `--stall-budget`: a post that has waited this long for a full
+    /// queue has the streams holding it full cut (they resume from
+    /// history). Zero turns it off: only `--slow-timeout` cuts.
+    pub fn set_stall_budget(&self, budget: Duration) {
+        self.stall_budget_ms
+            .store(budget.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A room loaded from the database: ids continue after `last_id`, and
@@ -510,14 +530,37 @@ impl Room {
 
     /// Resolves when a subscriber may have freed a queue slot.
     pub async fn space_freed(&self) {
-        let listener = self.space.listen();
+        let mut listener = self.space.listen();
         {
             let st = self.lock();
             if self.tx.len() + st.reserved < self.tx.capacity() {
                 return;
             }
         }
-        listener.await;
+        // Messages from other instances wait here as local posts do in
+        // `when_slot_free`, and tell the laggards past the stall budget.
+        let budget = self.stall_budget_ms.load(Ordering::Relaxed);
+        if budget == 0 {
+            listener.await;
+            return;
+        }
+        let mut tell_at = Instant::now() + Duration::from_millis(budget);
+        loop {
+            let freed = async {
+                (&mut listener).await;
+                true
+            }
+            .or(async {
+                smol::Timer::at(tell_at).await;
+                false
+            })
+            .await;
+            if freed {
+                return;
+            }
+            self.laggards.notify(usize::MAX);
+            tell_at = Instant::now() + LAGGARDS_AGAIN;
+        }
     }
 
     /// Runs `take` under the state lock once the queue has a slot that is
@@ -530,6 +573,11 @@ impl Room {
     ) -> Result<T, PublishError> {
         let mut stop = pin!(stop);
         let mut listener = None;
+        // Past the stall budget the laggards are told, then again every
+        // LAGGARDS_AGAIN while the post still waits (a stream between two
+        // writes when first told finds itself stuck in the next one).
+        let budget = self.stall_budget_ms.load(Ordering::Relaxed);
+        let mut tell_at = (budget > 0).then(|| Instant::now() + Duration::from_millis(budget));
         loop {
             {
                 let mut st = self.lock();
@@ -544,6 +592,7 @@ impl Room {
                 Some(l) => {
                     enum Woke {
                         Space,
+                        Budget,
                         Late,
                         Stop,
                     }
@@ -551,6 +600,15 @@ impl Room {
                         l.await;
                         Woke::Space
                     }
+                    .or(async {
+                        match tell_at {
+                            Some(t) if t < deadline => {
+                                smol::Timer::at(t).await;
+                                Woke::Budget
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    })
                     .or(async {
                         smol::Timer::at(deadline).await;
                         Woke::Late
@@ -562,6 +620,11 @@ impl Room {
                     .await;
                     match woke {
                         Woke::Space => {}
+                        Woke::Budget => {
+                            self.laggards.notify(usize::MAX);
+                            tell_at = Some(Instant::now() + LAGGARDS_AGAIN);
+                            // The listener was consumed by the race: listen again.
+                        }
                         Woke::Late => return Err(PublishError::Congested),
                         Woke::Stop => return Err(PublishError::Stopping),
                     }
@@ -905,6 +968,19 @@ impl Subscription {
     /// The room.
     pub fn room(&self) -> &Arc<Room> {
         &self.room
+    }
+
+    /// Resolves once a post has waited past the room's stall budget while
+    /// this stream is one of those holding the queue full: it should end,
+    /// and its client resume from history. Meant to race a write.
+    pub async fn held_back_too_long(&self) {
+        loop {
+            self.room.laggards.listen().await;
+            let mine = self.rx.as_ref().map_or(0, Receiver::len);
+            if mine > 0 && mine >= self.room.tx.len() {
+                return;
+            }
+        }
     }
 
     /// The number of the presence snapshot this stream last sent.
