@@ -78,6 +78,8 @@ pub struct Shared {
     pub memory: Arc<Memory>,
     /// Post rate limit.
     pub rate: RateLimiter,
+    /// Answers remembered for `Idempotency-Key` (without `--redis`).
+    pub idempotency: Arc<crate::http::idempotency::Keys>,
     /// Message transforms.
     pub pipeline: Pipeline,
     /// Fired on SIGINT/SIGTERM.
@@ -205,6 +207,7 @@ impl App {
             memory,
             accounts,
             rate: RateLimiter::new(config.rate, config.rate_burst),
+            idempotency: Arc::default(),
             cors: Cors::new(&config.allow_origins),
             pipeline,
             shutdown: Shutdown::new(),

@@ -689,3 +689,67 @@ fn a_build_without_redis_refuses_it_in_one_line() {
         );
     }
 }
+
+#[test]
+fn a_retry_on_another_instance_gets_the_first_answer_of_its_idempotency_key() {
+    let dir = Scratch::new("redis-idem");
+    let Some(redis) = Redis::start(&dir.0, false) else {
+        return;
+    };
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    wait_healthy(&a);
+    wait_healthy(&b);
+    let post = |s: &Server, key: &str, text: &str| {
+        s.post_with(
+            "/rooms/idem/messages",
+            &[
+                "Content-Type: text/plain",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            text.as_bytes(),
+        )
+    };
+    let first = post(&a, "k-1", "hello once");
+    assert_eq!(first.status, 201, "{}", first.text());
+    // The client retries through the load balancer and lands on B.
+    let again = post(&b, "k-1", "hello once");
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(post(&b, "k-1", "another text").status, 422);
+    // A new key is a new message.
+    let r = post(&a, "k-2", "second");
+    assert_eq!(r.json()["id"].as_u64(), Some(2));
+    let history = b.get("/rooms/idem/messages").json();
+    let texts: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["hello once", "second"]);
+    // Concurrent retries on both instances: one message, both answered with it.
+    let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        [a.addr, b.addr]
+            .map(|addr| {
+                scope.spawn(move || {
+                    let req = support::post_bytes(
+                        "/rooms/idem/messages",
+                        &["Content-Type: text/plain", "Idempotency-Key: k-3"],
+                        b"raced",
+                    );
+                    let mut conn = connect(addr);
+                    conn.write_all(&req).unwrap();
+                    let r = read_response(&mut BufReader::new(conn)).unwrap();
+                    assert_eq!(r.status, 201, "{}", r.text());
+                    r.json()
+                })
+            })
+            .map(|t| t.join().unwrap())
+            .into_iter()
+            .collect()
+    });
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0]["id"].as_u64(), Some(3));
+}

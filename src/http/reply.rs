@@ -65,6 +65,8 @@ pub enum ApiError {
     /// 503: Redis (`--redis`) cannot be reached; the message was not
     /// acknowledged.
     StoreUnavailable,
+    /// 409: a post with the same `Idempotency-Key` is still in flight.
+    InProgress,
 }
 
 impl ApiError {
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound => 404,
             ApiError::Gone => 410,
+            ApiError::InProgress => 409,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Timeout => 408,
             ApiError::TooLarge(_) => 413,
@@ -126,6 +129,9 @@ impl ApiError {
             ApiError::MemoryFull => "server memory budget reached; try again".into(),
             ApiError::StoreUnavailable => crate::history::UNAVAILABLE.into(),
             ApiError::TooManyFromAddress => "too many connections from your address".into(),
+            ApiError::InProgress => {
+                "a post with this Idempotency-Key is still in progress; retry".into()
+            }
         }
     }
 
@@ -138,7 +144,8 @@ impl ApiError {
             ApiError::TooManyConnections
             | ApiError::ShuttingDown
             | ApiError::TooManyRooms
-            | ApiError::TooManyFromAddress => Some(1),
+            | ApiError::TooManyFromAddress
+            | ApiError::InProgress => Some(1),
             ApiError::MemoryFull | ApiError::StoreUnavailable => Some(2),
             ApiError::Storage(_) | ApiError::StoreRead(_) => Some(5),
             _ => None,
@@ -261,7 +268,7 @@ impl Cors {
             res.insert_header("access-control-allow-methods", "GET, POST, OPTIONS");
             res.insert_header(
                 "access-control-allow-headers",
-                "content-type, x-chat-user, last-event-id",
+                "content-type, x-chat-user, last-event-id, idempotency-key",
             );
             res.insert_header("access-control-max-age", "600");
         }
