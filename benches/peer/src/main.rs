@@ -195,12 +195,12 @@ impl App {
     }
 }
 
-/// The poster and the text of a post, or the answer refusing it.
-fn decode(headers: &HeaderMap, body: &[u8]) -> Result<(String, String), Response> {
-    let refuse = |status: StatusCode, why: &str| {
-        let body = format!("{{\"error\":\"{why}\"}}");
-        Err((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
-    };
+/// Why a post is refused: the status and the error message.
+type Refused = (StatusCode, &'static str);
+
+/// The poster and the text of a post, or why it is refused.
+fn decode(headers: &HeaderMap, body: &[u8]) -> Result<(String, String), Refused> {
+    let refuse = |status: StatusCode, why: &'static str| Err((status, why));
     if body.len() > MAX_TEXT {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "message too large");
     }
@@ -240,7 +240,10 @@ async fn post_message(
 ) -> Response {
     let (user, text) = match decode(&headers, &body) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err((status, why)) => {
+            let body = format!("{{\"error\":\"{why}\"}}");
+            return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
     };
     let json = app.publish(&room, &user, &text);
     (
@@ -312,7 +315,16 @@ fn router(app: App) -> Router {
 }
 
 async fn serve(flags: Flags) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(flags.addr).await?;
+    // A backlog of 1024 as smolchat's: `TcpListener::bind` listens with
+    // 128, and the loadgen's waves of 256 connects then overflow it and
+    // wait a second for the SYN to be sent again.
+    let socket = match flags.addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(flags.addr)?;
+    let listener = socket.listen(1024)?;
     let addr = listener.local_addr()?;
     // The loadgen reads this line for the port.
     {
