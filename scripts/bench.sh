@@ -15,7 +15,7 @@
 #                               # handshakes/s and server CPU per connection
 #                               # and per post, --runs times
 #   scripts/bench.sh --compare  # against the axum + tokio peer instead
-#                               # (benches/peer, built here; ~8 min, --quick
+#                               # (benches/peer, built here; ~7 min, --quick
 #                               # ~1.5 min): each load on smolchat, then on
 #                               # the peer, --runs times; medians and ratios
 #
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
         --memory) memory=1 ;;
         --tls) tls=1 ;;
         --compare) compare=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "usage: scripts/bench.sh [--quick] [--runs N] [--memory | --tls | --compare]" >&2; exit 2 ;;
     esac
     shift
