@@ -687,7 +687,10 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
     // resumes from the last id it got.
     let mut more = more;
     while let Some((name, query)) = more.take() {
-        let Ok(found) = super::read_store(app, &name, query).await else {
+        // Boxed: a store read's future (Redis's above all) is several KB,
+        // and inline it would make every stream's task that much larger
+        // for as long as the stream lives.
+        let Ok(found) = Box::pin(super::read_store(app, &name, query)).await else {
             let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
             return;
         };
