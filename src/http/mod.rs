@@ -286,11 +286,17 @@ pub async fn redirect(stream: conn::Stream, https_port: u16, timeout: std::time:
         None
     })
     .await;
+    // An HTTP/1.0 client may send no Host: then this machine's address.
+    let local = stream.get_ref().local_addr().ok();
     let location = head
-        .and_then(|h| conn::build_request(h.sanitized).ok())
-        .and_then(|req| {
+        .and_then(|h| Some((h.has_host, conn::build_request(h.sanitized).ok()?)))
+        .and_then(|(has_host, req)| {
             let url = req.url();
-            let host = url.host_str()?.to_string();
+            let host = match (has_host, local) {
+                (false, Some(addr)) if addr.is_ipv6() => format!("[{}]", addr.ip()),
+                (false, Some(addr)) => addr.ip().to_string(),
+                _ => url.host_str()?.to_string(),
+            };
             let port = if https_port == 443 {
                 String::new()
             } else {
