@@ -506,10 +506,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 fn help() -> String {
     let mut out = format!(
         "smolchat {}: a chat server for small boards (rooms, Server-Sent Events, backpressure)\n\n\
-         Usage: smolchat [FLAGS]\n\n\
+         Usage: smolchat [FLAGS]\n       \
+         smolchat say|tail|user|token|access ... (--help for each)\n\n\
          Open http://ADDR/ in a browser, or use curl:\n  \
          curl -N localhost:8080/events\n  \
-         curl -d 'hello' localhost:8080/messages\n\n\
+         curl -d 'hello' localhost:8080/messages\n\
+         or the terminal client:\n  \
+         smolchat tail --room kitchen\n  \
+         smolchat say --room kitchen 'hello'\n\n\
          Flags (each also read from SMOLCHAT_<FLAG>, e.g. SMOLCHAT_MAX_ROOMS=10):\n",
         env!("CARGO_PKG_VERSION")
     );
