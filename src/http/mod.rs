@@ -12,6 +12,7 @@ pub mod body;
 pub mod chunked;
 pub mod conn;
 pub mod head;
+mod invite;
 pub mod page;
 pub mod reply;
 pub mod sse;
@@ -120,6 +121,8 @@ enum Resource {
     Logout,
     Me,
     Message(RoomName, u64),
+    /// The URL that opens a room (`invite`), or its QR code (`invite.svg`).
+    Invite(RoomName, bool),
 }
 
 impl Resource {
@@ -161,6 +164,8 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
         ["rooms", name, "messages"] => Resource::Messages(room(name)?),
         ["messages", id] => Resource::Message(RoomName::lobby(), message_id(id)?),
         ["rooms", name, "messages", id] => Resource::Message(room(name)?, message_id(id)?),
+        ["rooms", name, "invite"] => Resource::Invite(room(name)?, false),
+        ["rooms", name, "invite.svg"] => Resource::Invite(room(name)?, true),
         ["healthz"] => Resource::Health,
         ["metrics"] => Resource::Metrics,
         ["login"] => Resource::Login,
@@ -188,6 +193,15 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         }
         Ok(Some(Resource::Health)) if matches!(method, Method::Get | Method::Head) => {
             Ok(Reply::Response(health(app)))
+        }
+        // An invite holds nothing but the room's name and this server's
+        // address, which the asker has already.
+        Ok(Some(Resource::Invite(room, svg))) if matches!(method, Method::Get | Method::Head) => {
+            Ok(Reply::Response(if svg {
+                invite::svg(app, &req, &room)
+            } else {
+                invite::json(app, &req, &room)
+            }))
         }
         Ok(Some(res)) => {
             let stream_get = method == Method::Get && matches!(res, Resource::Events(_));
