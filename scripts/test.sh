@@ -29,6 +29,7 @@ wanted=(
     "curl curl"
     "ab apache2-utils"
     "/usr/sbin/nginx nginx"
+    "redis-server redis-server"
 )
 missing=()
 for w in "${wanted[@]}"; do

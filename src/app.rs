@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::accounts::Accounts;
 use crate::config::Config;
+#[cfg(feature = "redis")]
+use crate::history::redis::RedisHistory;
 use crate::history::sqlite::{Db, LoadedRoom, StoreError};
 use crate::history::writer::WriterConfig;
 use crate::history::{Reader, Store, Writer};
@@ -76,6 +78,8 @@ pub struct Shared {
     pub memory: Arc<Memory>,
     /// Post rate limit.
     pub rate: RateLimiter,
+    /// Answers remembered for `Idempotency-Key` (without `--redis`).
+    pub idempotency: Arc<crate::http::idempotency::Keys>,
     /// Message transforms.
     pub pipeline: Pipeline,
     /// Fired on SIGINT/SIGTERM.
@@ -86,6 +90,8 @@ pub struct Shared {
     pub peers: PerAddress,
     /// CORS policy.
     pub cors: Cors,
+    /// With `--redis`: the other instances' messages and presence.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Rooms in memory by name; the lock is never held across an `.await`.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
     /// Ticks for "least recently used".
@@ -112,6 +118,30 @@ impl App {
     pub fn open(config: Config, pipeline: Pipeline) -> Result<Self, StoreError> {
         let metrics = Arc::new(Metrics::default());
         let memory = Arc::new(Memory::new(config.memory_limit));
+        #[cfg(not(feature = "redis"))]
+        if config.redis.is_some() {
+            return Err(StoreError(crate::history::NO_REDIS.into()));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(url) = &config.redis {
+            let redis = Arc::new(RedisHistory::open(url, config.history).map_err(StoreError)?);
+            let accounts =
+                Arc::new(Accounts::open_redis(url, config.default_access).map_err(StoreError)?);
+            accounts
+                .watch()
+                .map_err(|e| StoreError(format!("cannot start a thread: {e}")))?;
+            let reader = Reader::redis(redis.clone(), memory.clone());
+            let mut app = Self::new(
+                config,
+                pipeline,
+                (metrics, memory, accounts),
+                Store::Redis(redis.clone()),
+                Some(reader),
+            );
+            Arc::get_mut(&mut app.0).expect("not shared yet").cluster =
+                Some(crate::cluster::Cluster::new(redis));
+            return Ok(app);
+        }
         if config.db == ":memory:" {
             let accounts =
                 Arc::new(Accounts::open(None, config.default_access).map_err(StoreError)?);
@@ -177,11 +207,13 @@ impl App {
             memory,
             accounts,
             rate: RateLimiter::new(config.rate, config.rate_burst),
+            idempotency: Arc::default(),
             cors: Cors::new(&config.allow_origins),
             pipeline,
             shutdown: Shutdown::new(),
             tracker: Tracker::default(),
             peers: PerAddress::default(),
+            cluster: None,
             rooms: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
             departures: AtomicU64::new(0),
@@ -219,12 +251,28 @@ impl App {
                 return Ok(Some(room));
             }
             let departures = self.departures.load(Relaxed);
-            let loaded = match &self.reader {
-                Some(reader) => reader
+            #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+            let mut epoch = None;
+            let loaded = match (&self.cluster, &self.store, &self.reader) {
+                #[cfg(feature = "redis")]
+                (Some(cluster), Store::Redis(redis), _) => {
+                    // Subscribed before the read: whatever is published
+                    // after it reaches the room's feed.
+                    cluster.subscribe(name).await;
+                    let found = redis
+                        .room(name, self.config.replay)
+                        .await
+                        .map_err(|_| ApiError::StoreUnavailable)?;
+                    found.map(|(room, e)| {
+                        epoch = Some(e);
+                        room
+                    })
+                }
+                (_, _, Some(reader)) => reader
                     .room(name, self.config.replay)
                     .await
                     .map_err(|e| ApiError::StoreRead(e.0))?,
-                None => None,
+                _ => None,
             };
             if loaded.is_none() && !create {
                 return Ok(None);
@@ -249,6 +297,11 @@ impl App {
             self.memory.charge(room_overhead(self.config.buffer));
             rooms.insert(name.clone(), room.clone());
             drop(rooms);
+            if self.cluster.is_some() {
+                // A new room's counter starts with its first post; until
+                // then any epoch is the one that post will create.
+                self.attach(&room, epoch.unwrap_or_default());
+            }
             self.touch(&room);
             return Ok(Some(room));
         }
@@ -256,7 +309,7 @@ impl App {
 
     fn make_room(&self, name: &RoomName, loaded: Option<LoadedRoom>) -> Room {
         let c = &self.config;
-        match loaded {
+        let room = match loaded {
             Some(l) => Room::restore(
                 l.name,
                 c.buffer,
@@ -267,7 +320,9 @@ impl App {
                 l.complete,
             ),
             None => Room::new(name.clone(), c.buffer, c.history, self.memory.clone()),
-        }
+        };
+        room.set_stall_budget(c.stall_budget);
+        room
     }
 
     /// Removes the least recently used room that nothing uses, if rooms can
@@ -278,9 +333,11 @@ impl App {
         }
         // Only the map holds it, and taking it from the map needs the lock
         // we hold: no stream, no post in flight, nobody about to start one.
+        // With Redis, the room's feed holds it too.
+        let holders = if self.cluster.is_some() { 2 } else { 1 };
         let victim = rooms
             .iter()
-            .filter(|(_, r)| r.is_idle(1))
+            .filter(|(_, r)| r.is_idle(holders))
             .min_by_key(|(_, r)| r.last_used())
             .map(|(name, _)| name.clone());
         match victim {
@@ -288,9 +345,28 @@ impl App {
                 rooms.remove(&name);
                 self.departures.fetch_add(1, Relaxed);
                 self.memory.release(room_overhead(self.config.buffer));
+                if let Some(c) = &self.cluster {
+                    c.detach(&name);
+                }
                 true
             }
             None => false,
+        }
+    }
+
+    /// Drops a room from memory whatever uses it (with `--redis`, when this
+    /// instance can no longer follow its history): its streams end, and
+    /// the next use reads it again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn forget_room(&self, name: &RoomName) {
+        let room = self.rooms_lock().remove(name);
+        if let Some(room) = room {
+            self.departures.fetch_add(1, Relaxed);
+            self.memory.release(room_overhead(self.config.buffer));
+            room.close();
+        }
+        if let Some(c) = &self.cluster {
+            c.detach(name);
         }
     }
 
@@ -363,13 +439,26 @@ impl App {
             .collect();
         if let Some(reader) = &self.reader {
             let stored = reader.rooms().await.map_err(|e| ApiError::StoreRead(e.0))?;
+            let mut elsewhere = Vec::new();
             for (name, last_id) in stored {
-                infos.entry(name.clone()).or_insert(RoomInfo {
-                    room: name,
-                    online: 0,
-                    users: Vec::new(),
-                    last_id,
+                infos.entry(name.clone()).or_insert_with(|| {
+                    elsewhere.push(name.clone());
+                    RoomInfo {
+                        room: name,
+                        online: 0,
+                        users: Vec::new(),
+                        last_id,
+                    }
                 });
+            }
+            // Rooms this instance does not hold may be busy on others.
+            if self.cluster.is_some() && !elsewhere.is_empty() {
+                for (name, (online, users)) in self.cluster_presence(&elsewhere).await {
+                    if let Some(info) = infos.get_mut(&name) {
+                        info.online = online;
+                        info.users = users;
+                    }
+                }
             }
         }
         Ok(infos.into_values().collect())

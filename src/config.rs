@@ -53,6 +53,7 @@ const fn flag(
 const FLAGS: &[Flag] = &[
     flag("addr", Some("ADDR"), "0.0.0.0:8080", "address to listen on (port 0 picks a free one)"),
     flag("db", Some("PATH"), "smolchat.db", "history database file; :memory: keeps history in memory only"),
+    flag("redis", Some("URL"), "none", "keep history, ids, accounts and presence in Redis, shared with other instances (redis://host:6379/0, rediss://, redis+unix:///path)"),
     flag("sync", Some("MODE"), "full", "full: a 201 survives power loss; normal: survives a crash of smolchat"),
     flag("max-age", Some("DURATION"), "none", "also delete messages older than this, e.g. 30d"),
     flag("threads", Some("N"), "number of cores", "executor threads"),
@@ -67,6 +68,7 @@ const FLAGS: &[Flag] = &[
     flag("keepalive", Some("DURATION"), "15s", "comment line on idle streams this often"),
     flag("publish-timeout", Some("DURATION"), "5s", "longest a post waits for a congested room before 503"),
     flag("slow-timeout", Some("DURATION"), "10s", "a stream whose socket accepts nothing this long is cut"),
+    flag("stall-budget", Some("DURATION"), "2s", "a stream that keeps its room's queue full while a post waits this long is cut (it resumes from history); 0 leaves it to --slow-timeout"),
     flag("header-timeout", Some("DURATION"), "10s", "time allowed to send a request head (and an idle keep-alive)"),
     flag("transforms", Some("LIST"), "censor,emoji,code", "message transforms, in order (also: autocorrect; empty for none)"),
     flag("censor-words", Some("FILE"), "built-in list", "censor's word list: one word per line, # comments"),
@@ -91,6 +93,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// History store path; `:memory:` for none.
     pub db: String,
+    /// Redis URL (`--redis`): the shared store instead of `db`.
+    pub redis: Option<String>,
     /// SQLite `synchronous` level.
     pub sync: SyncMode,
     /// Messages older than this are deleted, if set.
@@ -119,6 +123,9 @@ pub struct Config {
     pub publish_timeout: Duration,
     /// A stream that accepts no bytes this long is cut.
     pub slow_timeout: Duration,
+    /// A stream that keeps the room's queue full while a post waits this
+    /// long is cut; zero is off.
+    pub stall_budget: Duration,
     /// Time allowed for a request head, and for an idle keep-alive.
     pub header_timeout: Duration,
     /// Posts per second per client; 0 is off.
@@ -378,6 +385,26 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
     if tls.is_none() && (redirect_http.is_some() || hsts) {
         return err("--redirect-http and --hsts need HTTPS (--tls-cert and --tls-key)");
     }
+    let redis = match one("redis") {
+        None => None,
+        #[cfg(not(feature = "redis"))]
+        Some(_) => return err(crate::history::NO_REDIS),
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok || redis::Client::open(url).is_err() {
+                return err(format!(
+                    "invalid value for --redis: expected a URL like redis://127.0.0.1:6379/0, rediss://host:6380 or redis+unix:///run/redis.sock, got {url:?}"
+                ));
+            }
+            if max_age.is_some() {
+                return err("--max-age is not supported with --redis: Redis keeps --history messages per room");
+            }
+            Some(url.to_string())
+        }
+    };
     let allow_origins = raw.get("allow-origin").cloned().unwrap_or_default();
     for o in &allow_origins {
         if o != "*" && !valid_origin(o) {
@@ -432,6 +459,7 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         default_access,
         edit_window: dur("edit-window", Duration::from_secs(300))?,
         db,
+        redis,
         sync,
         max_age,
         threads: num("threads", cores, 1, 1024)?,
@@ -447,6 +475,18 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         keepalive: dur("keepalive", Duration::from_secs(15))?,
         publish_timeout: dur("publish-timeout", Duration::from_secs(5))?,
         slow_timeout: dur("slow-timeout", Duration::from_secs(10))?,
+        // 0 turns it off (every other duration must be above 0).
+        stall_budget: match one("stall-budget") {
+            None => Duration::from_secs(2),
+            Some(s) => match parse_duration(s) {
+                Some(d) if d <= Duration::from_secs(86_400) => d,
+                _ => {
+                    return err(format!(
+                        "invalid value for --stall-budget: expected a duration like 2s or 500ms (at most 24h; 0 turns it off), got {s:?}"
+                    ))
+                }
+            },
+        },
         header_timeout: dur("header-timeout", Duration::from_secs(10))?,
         rate: num("rate", 5, 0, 1_000_000)? as u32,
         rate_burst: num("rate-burst", 10, 1, 1_000_000)? as u32,
@@ -513,6 +553,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// `--redis` in the `--help` of a build without the `redis` feature.
+pub const NO_REDIS_HELP: &str =
+    "not in this build (the ARM builds leave Redis out to stay small: cargo build --features redis)";
+
 /// The `--help` text, generated from [`FLAGS`].
 fn help() -> String {
     let mut out = format!(
@@ -533,14 +577,20 @@ fn help() -> String {
             Some(v) => format!("--{} {v}", f.name),
             None => format!("--{}", f.name),
         };
-        out.push_str(&format!(
-            "  {left:<28} {} [default: {}]\n",
-            f.help, f.default
-        ));
+        let help = if f.name == "redis" && !cfg!(feature = "redis") {
+            NO_REDIS_HELP
+        } else {
+            f.help
+        };
+        out.push_str(&format!("  {left:<28} {help} [default: {}]\n", f.default));
     }
     out.push_str("  -h, --help                   print this help\n");
     out.push_str("  -V, --version                print the version\n\n");
-    out.push_str("Durations: 500ms, 5s, 2m, 1h. Logging: RUST_LOG=debug for every request.\n");
+    out.push_str("Durations: 500ms, 5s, 2m, 1h. Logging: RUST_LOG=debug for every request.\n\n");
+    out.push_str(
+        "Subcommands (each with --help): smolchat user, token, access (accounts);\n\
+         smolchat export, import (move a SQLite box to --redis).\n",
+    );
     out
 }
 

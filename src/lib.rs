@@ -10,7 +10,11 @@
 //! server.rs      executor threads, accept loop, connection limit, signals, drain
 //! shutdown.rs    shutdown signal and open-connection tracker
 //! app.rs         App: Clone handle on shared state (rooms, memory, metrics, limits)
-//! cli/           smolchat user / token / access: accounts in the database file
+//! cluster.rs     --redis: each room's feed from Redis pub/sub (holes filled in
+//!                id order), presence across instances
+//! tls.rs         --tls-cert/--tls-key: the rustls config, reloaded on SIGHUP
+//! cli/           smolchat user / token / access (accounts in the database file
+//!                or Redis), export / import (a SQLite box into Redis)
 //! memory.rs      the memory budget: one counter for every message in memory
 //! http/          conn.rs keep-alive loop and stream driver, head.rs the guard,
 //!                chunked.rs, body.rs POST decoding, mod.rs the router,
@@ -18,9 +22,11 @@
 //! ---------------------------------------------------------------- domain
 //! room.rs        broadcast channel, presence, publish (backpressure), subscribe
 //! event.rs       stream events and their one SSE encoding (shared Frames)
-//! history/       the in-memory window of each room, the SQLite store
+//! history/       the in-memory window of each room, the SQLite store, the
+//!                Redis store (ids, streams, one Lua script per post)
 //! transform/     message pipeline
 //! accounts/      users, tokens, rules, sessions: who is asking, what they may do
+//!                (in the SQLite file or in Redis hashes)
 //! message.rs     RoomName, UserName, Message, Span, Timestamp, the text policy
 //! rate.rs        token bucket per client
 //! metrics.rs     counters -> Prometheus text
@@ -28,7 +34,8 @@
 //! invite.rs      a URL -> QR code (SVG for the page, text for --qr)
 //! ```
 //!
-//! Layers point one way: the edges (main, config, server, shutdown, app)
+//! Layers point one way: the edges (main, config, server, shutdown, app,
+//! cluster, tls, cli)
 //! use `http/`, which uses the domain (room, event, history, message,
 //! transform, rate). The domain imports neither: a room is handed the stop
 //! signal it waits on as a future, and encodes its events with `event.rs`.
@@ -44,7 +51,9 @@
 //!       -> hello, gap?, replay -> live frames batched into chunks -> keepalive
 //!       presence changes wake each stream beside the queue (coalesced)
 //!       a socket that stops draining stops its receiver, the queue fills and
-//!       publishers wait: that is the backpressure; --slow-timeout cuts it.
+//!       publishers wait: that is the backpressure; a stream that holds a
+//!       post back for --stall-budget is cut, as is one that accepts
+//!       nothing for --slow-timeout.
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
@@ -52,6 +61,11 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+#[cfg(feature = "redis")]
+pub mod cluster;
+#[cfg(not(feature = "redis"))]
+#[path = "cluster_off.rs"]
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod history;

@@ -22,7 +22,8 @@ pub struct Metrics {
     pub subscribers: AtomicU64,
     /// Messages accepted (answered 201).
     pub messages_published: AtomicU64,
-    /// Streams cut because their socket accepted nothing for `--slow-timeout`.
+    /// Streams cut because they held a post back for `--stall-budget` or
+    /// their socket accepted nothing for `--slow-timeout`.
     pub subscribers_evicted: AtomicU64,
     /// Database transactions committed.
     pub store_commits: AtomicU64,
@@ -184,7 +185,7 @@ pub fn render(s: &Snapshot) -> String {
     one(
         "smolchat_subscribers_evicted_total",
         "counter",
-        "Streams cut because their socket accepted nothing for --slow-timeout.",
+        "Streams cut because they held a post back for --stall-budget or accepted nothing for --slow-timeout.",
         s.subscribers_evicted,
     );
     one(

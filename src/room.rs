@@ -36,7 +36,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_broadcast::{InactiveReceiver, Receiver, Sender, TrySendError};
 use event_listener::Event as Notify;
@@ -46,6 +46,10 @@ use crate::event::{encode, encode_in, Event, Frame};
 use crate::history::{Entry, MemoryHistory, Query, Store};
 use crate::memory::Memory;
 use crate::message::{Message, RoomName, Span, Timestamp, UserName};
+
+/// How often a post still waiting past the stall budget tells the
+/// laggards again.
+const LAGGARDS_AGAIN: Duration = Duration::from_millis(250);
 
 /// One chat room.
 #[derive(Debug)]
@@ -65,6 +69,12 @@ pub struct Room {
     /// When the room was last used, in the owner's ticks (least recently
     /// used rooms lose their messages from memory first).
     last_used: AtomicU64,
+    /// `--stall-budget` in milliseconds (0: off): how long a post may wait
+    /// for the queue before the subscribers holding it full are cut.
+    stall_budget_ms: AtomicU64,
+    /// Rung while a post has waited past the stall budget: the streams
+    /// that hold the queue full end themselves ([`Subscription::held_back_too_long`]).
+    laggards: Notify,
 }
 
 #[derive(Debug)]
@@ -76,6 +86,10 @@ struct State {
     online: usize,
     /// Named subscribers and how many streams each has open.
     users: BTreeMap<UserName, usize>,
+    /// Streams other instances have open on the room (`--redis`).
+    remote_online: usize,
+    /// Named subscribers on other instances.
+    remote_users: BTreeMap<UserName, usize>,
     /// Who is on the room, as streams are told.
     presence: Arc<Presence>,
 }
@@ -233,6 +247,27 @@ pub enum PublishError {
     Stopping,
     /// The database could not store it.
     Storage(String),
+    /// Redis could not be reached (or did not answer in time): the message
+    /// may or may not be stored, but it was not acknowledged.
+    Unavailable(String),
+    /// A delete of a message another delete got to first.
+    AlreadyDeleted,
+}
+
+/// What [`Room::offer`] did with a numbered change from the shared store.
+#[derive(Debug)]
+pub enum Offer {
+    /// Queued and in history.
+    Delivered(Entry),
+    /// Its id was delivered already.
+    Old,
+    /// Changes before it are missing: the room expects `next`.
+    Ahead {
+        /// The id the room expects.
+        next: u64,
+    },
+    /// The queue is full; offer it again when there is space.
+    Full,
 }
 
 /// A public summary of a room, for `GET /rooms`.
@@ -293,6 +328,8 @@ impl Room {
                 history: MemoryHistory::new(history),
                 online: 0,
                 users: BTreeMap::new(),
+                remote_online: 0,
+                remote_users: BTreeMap::new(),
                 presence: Arc::new(Presence::empty()),
             }),
             space: Notify::new(),
@@ -300,7 +337,17 @@ impl Room {
             presence_changed: Notify::new(),
             memory,
             last_used: AtomicU64::new(0),
+            stall_budget_ms: AtomicU64::new(0),
+            laggards: Notify::new(),
         }
+    }
+
+    /// Sets `--stall-budget`: a post that has waited this long for a full
+    /// queue has the streams holding it full cut (they resume from
+    /// history). Zero turns it off: only `--slow-timeout` cuts.
+    pub fn set_stall_budget(&self, budget: Duration) {
+        self.stall_budget_ms
+            .store(budget.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A room loaded from the database: ids continue after `last_id`, and
@@ -418,6 +465,101 @@ impl Room {
                     Err(_) => Err(PublishError::Storage("the database writer stopped".into())),
                 }
             }
+            #[cfg(feature = "redis")]
+            Store::Redis(redis) => {
+                // The local queue bounds the room as without Redis: a post
+                // waits while it is full. Redis numbers the change and
+                // publishes it; every instance (this one too) queues it in
+                // id order ([`Room::offer`]).
+                self.when_slot_free(deadline, stop, |_, _| ()).await?;
+                let (id, _epoch) = redis
+                    .post(&self.name, &change, time)
+                    .await
+                    .map_err(|e| PublishError::Unavailable(e.0))?;
+                if id == 0 {
+                    return Err(PublishError::AlreadyDeleted);
+                }
+                let committed = self.committed(id, time, change);
+                Ok(self.own(committed))
+            }
+        }
+    }
+
+    /// Queues a change numbered by the shared store if it is the one the
+    /// room expects next and the queue has a slot; otherwise says why not.
+    pub fn offer(&self, change: Committed) -> Offer {
+        let mut st = self.lock();
+        let id = change.id();
+        if id < st.next_id {
+            return Offer::Old;
+        }
+        if id > st.next_id {
+            return Offer::Ahead { next: st.next_id };
+        }
+        if self.tx.len() + st.reserved >= self.tx.capacity() {
+            return Offer::Full;
+        }
+        Offer::Delivered(self.deliver(&mut st, change))
+    }
+
+    /// This instance's own post, numbered by the shared store: queued now
+    /// if it is next (the usual case), else left to the feed that delivers
+    /// in id order; either way its entry, for the `201`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn own(&self, change: Committed) -> Entry {
+        let id = change.id();
+        let time = match &change {
+            Committed::Message(m) => m.time,
+            Committed::Delete { time, .. } => *time,
+        };
+        let frame = match &change {
+            Committed::Message(m) => encode_in(&Event::Message(m), &self.memory),
+            Committed::Delete { id, target, .. } => encode_in(
+                &Event::Delete {
+                    id: *id,
+                    target: *target,
+                },
+                &self.memory,
+            ),
+        };
+        match self.offer(change) {
+            Offer::Delivered(entry) => entry,
+            Offer::Old | Offer::Ahead { .. } | Offer::Full => Entry { id, time, frame },
+        }
+    }
+
+    /// Resolves when a subscriber may have freed a queue slot.
+    pub async fn space_freed(&self) {
+        let mut listener = self.space.listen();
+        {
+            let st = self.lock();
+            if self.tx.len() + st.reserved < self.tx.capacity() {
+                return;
+            }
+        }
+        // Messages from other instances wait here as local posts do in
+        // `when_slot_free`, and tell the laggards past the stall budget.
+        let budget = self.stall_budget_ms.load(Ordering::Relaxed);
+        if budget == 0 {
+            listener.await;
+            return;
+        }
+        let mut tell_at = Instant::now() + Duration::from_millis(budget);
+        loop {
+            let freed = async {
+                (&mut listener).await;
+                true
+            }
+            .or(async {
+                smol::Timer::at(tell_at).await;
+                false
+            })
+            .await;
+            if freed {
+                return;
+            }
+            self.laggards.notify(usize::MAX);
+            tell_at = Instant::now() + LAGGARDS_AGAIN;
         }
     }
 
@@ -431,6 +573,11 @@ impl Room {
     ) -> Result<T, PublishError> {
         let mut stop = pin!(stop);
         let mut listener = None;
+        // Past the stall budget the laggards are told, then again every
+        // LAGGARDS_AGAIN while the post still waits (a stream between two
+        // writes when first told finds itself stuck in the next one).
+        let budget = self.stall_budget_ms.load(Ordering::Relaxed);
+        let mut tell_at = (budget > 0).then(|| Instant::now() + Duration::from_millis(budget));
         loop {
             {
                 let mut st = self.lock();
@@ -445,6 +592,7 @@ impl Room {
                 Some(l) => {
                     enum Woke {
                         Space,
+                        Budget,
                         Late,
                         Stop,
                     }
@@ -452,6 +600,15 @@ impl Room {
                         l.await;
                         Woke::Space
                     }
+                    .or(async {
+                        match tell_at {
+                            Some(t) if t < deadline => {
+                                smol::Timer::at(t).await;
+                                Woke::Budget
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    })
                     .or(async {
                         smol::Timer::at(deadline).await;
                         Woke::Late
@@ -463,6 +620,11 @@ impl Room {
                     .await;
                     match woke {
                         Woke::Space => {}
+                        Woke::Budget => {
+                            self.laggards.notify(usize::MAX);
+                            tell_at = Some(Instant::now() + LAGGARDS_AGAIN);
+                            // The listener was consumed by the race: listen again.
+                        }
                         Woke::Late => return Err(PublishError::Congested),
                         Woke::Stop => return Err(PublishError::Stopping),
                     }
@@ -580,8 +742,31 @@ impl Room {
     }
 
     /// The next id to hand out; the database writer numbers a batch from it.
-    pub(crate) fn next_id(&self) -> u64 {
+    pub fn next_id(&self) -> u64 {
         self.lock().next_id
+    }
+
+    /// This instance's own streams on the room: how many, and the named
+    /// users with their stream counts (what other instances are told).
+    pub fn local_presence(&self) -> (usize, BTreeMap<UserName, usize>) {
+        let st = self.lock();
+        (st.online, st.users.clone())
+    }
+
+    /// Sets what other instances have open on the room; the snapshot
+    /// streams see is the sum. Returns whether anything changed.
+    pub fn set_remote_presence(&self, online: usize, users: BTreeMap<UserName, usize>) -> bool {
+        {
+            let mut st = self.lock();
+            if st.remote_online == online && st.remote_users == users {
+                return false;
+            }
+            st.remote_online = online;
+            st.remote_users = users;
+            self.presence_changed(&mut st);
+        }
+        self.presence_changed.notify(usize::MAX);
+        true
     }
 
     /// Delivers a committed change into its reserved slot.
@@ -608,8 +793,14 @@ impl Room {
     /// Publishes a new presence snapshot after `online` or `users` changed.
     /// The caller rings `presence_changed` once the lock is released.
     fn presence_changed(&self, st: &mut State) {
-        let users: Vec<UserName> = st.users.keys().cloned().collect();
-        st.presence = Arc::new(st.presence.next(st.online, users));
+        let mut users: Vec<UserName> = st.users.keys().cloned().collect();
+        if !st.remote_users.is_empty() {
+            users.extend(st.remote_users.keys().cloned());
+            users.sort();
+            users.dedup();
+        }
+        let online = st.online + st.remote_online;
+        st.presence = Arc::new(st.presence.next(online, users));
         self.presence_seq.store(st.presence.seq, Ordering::Release);
     }
 
@@ -777,6 +968,19 @@ impl Subscription {
     /// The room.
     pub fn room(&self) -> &Arc<Room> {
         &self.room
+    }
+
+    /// Resolves once a post has waited past the room's stall budget while
+    /// this stream is one of those holding the queue full: it should end,
+    /// and its client resume from history. Meant to race a write.
+    pub async fn held_back_too_long(&self) {
+        loop {
+            self.room.laggards.listen().await;
+            let mine = self.rx.as_ref().map_or(0, Receiver::len);
+            if mine > 0 && mine >= self.room.tx.len() {
+                return;
+            }
+        }
     }
 
     /// The number of the presence snapshot this stream last sent.

@@ -74,6 +74,7 @@ pub fn run(listener: StdListener, app: App, https: Https, ready: impl FnOnce()) 
         use async_signal::{Signal, Signals};
         let mut signals = Signals::new([Signal::Term, Signal::Int, Signal::Xfsz, Signal::Hup])?;
         ready();
+        app.start_cluster();
         let shutdown = app.shutdown.clone();
         let certs = https.certs.clone();
         ex.spawn(async move {
@@ -131,6 +132,7 @@ pub fn run(listener: StdListener, app: App, https: Https, ready: impl FnOnce()) 
                 app.tracker.open()
             );
         }
+        app.leave_cluster().await;
         Ok::<(), io::Error>(())
     }));
     drop(stop_tx);

@@ -8,7 +8,7 @@
 
 import { MessageList } from './list.js';
 import { mentions } from './render.js';
-import { explain, post } from './send.js';
+import { explain, newKey, post } from './send.js';
 import { openRoom } from './stream.js';
 
 const $ = (id) => document.getElementById(id);
@@ -570,10 +570,12 @@ async function submit() {
     return;
   }
   const target = room;
+  // One key for this message and all its retries.
+  const key = newKey();
   busy('Sending…');
   say('');
   for (let tries = 0; ; tries++) {
-    const res = await post(target, me, text);
+    const res = await post(target, me, text, key);
     if (res.ok) {
       // Keep anything typed meanwhile.
       if (box.value === text) box.value = '';

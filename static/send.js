@@ -8,11 +8,22 @@
 const TIMEOUT_MS = 20000;
 
 /**
- * POSTs `text` to `room` as `user` (may be empty: anonymous).
+ * A fresh `Idempotency-Key`: the retries of one message send the same one,
+ * so a retry after a 503 or a lost answer never posts it twice.
+ * (crypto.getRandomValues works in plain-HTTP pages too, unlike randomUUID.)
+ */
+export function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * POSTs `text` to `room` as `user` (may be empty: anonymous), under the
+ * idempotency `key` (see newKey).
  * Resolves to `{ ok: true, message }`, `{ ok: false, status, error, retryAfter }`
  * or `{ ok: false, status: 0, offline }` when the server could not be reached.
  */
-export async function post(room, user, text) {
+export async function post(room, user, text, key) {
   const body = { text };
   if (user) body.user = user;
   const abort = new AbortController();
@@ -20,7 +31,9 @@ export async function post(room, user, text) {
   try {
     const res = await fetch(`/rooms/${encodeURIComponent(room)}/messages`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: key
+        ? { 'content-type': 'application/json', 'idempotency-key': key }
+        : { 'content-type': 'application/json' },
       body: JSON.stringify(body),
       signal: abort.signal,
     });

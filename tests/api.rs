@@ -397,3 +397,90 @@ fn every_response_carries_the_security_headers() {
     };
     check("503 busy", &refused);
 }
+
+#[test]
+fn a_post_retried_with_its_idempotency_key_is_answered_once() {
+    let s = Server::start(&["--rate", "0"]);
+    let mut stream = s.sse("/rooms/idem/events");
+    stream.until("hello");
+    let post = |key: &str, text: &str| {
+        s.post_with(
+            "/rooms/idem/messages",
+            &[
+                "Content-Type: text/plain",
+                &format!("Idempotency-Key: {key}"),
+            ],
+            text.as_bytes(),
+        )
+    };
+    let first = post("k-1", "hello once");
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    // The retry gets the same answer, marked, and makes no message.
+    let again = post("k-1", "hello once");
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json(), first.json());
+    // The same key with another message is refused; a new key posts.
+    let other = post("k-1", "something else");
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert!(
+        other.error().contains("Idempotency-Key"),
+        "{}",
+        other.error()
+    );
+    let second = post("k-2", "hello twice");
+    assert_eq!(second.json()["id"].as_u64(), Some(2));
+    // The same key in another room is another post.
+    let elsewhere = s.post_with(
+        "/rooms/idem2/messages",
+        &["Content-Type: text/plain", "Idempotency-Key: k-1"],
+        b"hello once",
+    );
+    assert_eq!(
+        (elsewhere.status, elsewhere.json()["id"].as_u64()),
+        (201, Some(1))
+    );
+    // Streams and history saw each message once.
+    let got: Vec<_> = stream
+        .messages(2)
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["hello once", "hello twice"]);
+    let history = s.get("/rooms/idem/messages").json();
+    assert_eq!(history.as_array().map(Vec::len), Some(2));
+    // Keys are 1 to 128 visible ASCII characters.
+    for bad in ["two words", &"x".repeat(129)] {
+        let r = post(bad, "hi");
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+        assert!(r.error().contains("Idempotency-Key"));
+    }
+}
+
+#[test]
+fn a_refused_post_leaves_its_idempotency_key_free() {
+    let s = Server::start(&["--rate", "0", "--censor-mode", "refuse"]);
+    let post = |text: &str| {
+        s.post_with(
+            "/rooms/idem/messages",
+            &["Content-Type: text/plain", "Idempotency-Key: again"],
+            text.as_bytes(),
+        )
+    };
+    // Refused (422) made nothing: the same key and message post again,
+    // and are refused again; nothing was remembered for them.
+    assert_eq!(post("you shit").status, 422);
+    assert_eq!(post("you shit").status, 422);
+    assert_eq!(
+        s.get("/rooms/idem/messages")
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    // The key is free: a corrected message posts under it.
+    let r = post("you ship");
+    assert_eq!((r.status, r.json()["id"].as_u64()), (201, Some(1)));
+    assert_eq!(r.header("idempotent-replayed"), None);
+}

@@ -166,3 +166,117 @@ fn a_reading_subscriber_never_makes_posts_wait() {
     poster.join().unwrap();
     assert_eq!(got, (1..=200).collect::<Vec<_>>());
 }
+
+/// The ids of the complete events in what a cut stream received: up to
+/// its last blank line (a chunk holds whole events; a cut ends mid-chunk).
+fn complete_ids(raw: &[u8]) -> Vec<u64> {
+    let text = String::from_utf8_lossy(raw);
+    let whole = text.rfind("\n\n").map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_stalled_subscriber_is_cut_at_the_stall_budget_and_resumes_with_nothing_missing() {
+    // --slow-timeout is far away: only the stall budget can cut in time.
+    let s = Server::start(&[
+        "--buffer",
+        "4",
+        "--stall-budget",
+        "1s",
+        "--publish-timeout",
+        "30s",
+        "--slow-timeout",
+        "120s",
+        "--rate",
+        "0",
+        "--max-message-bytes",
+        "8192",
+    ]);
+    let path = "/rooms/budget/events";
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut r = s.sse(path);
+            r.until("hello");
+            r
+        })
+        .collect();
+    let stalled = stalled_subscriber(&s, path);
+    s.wait_metric("smolchat_subscribers", 5);
+    let collectors: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                loop {
+                    let m = r.until("message").json();
+                    ids.push(m["id"].as_u64().unwrap());
+                    if m["text"] == "done" {
+                        return ids;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Unpaced posts, far more than the queue and the stalled socket hold:
+    // every one is accepted (the stalled stream is cut instead of a 503).
+    let mut conn = BufReader::new(s.connect());
+    let filler = "y".repeat(4000);
+    let n = 60u64;
+    let started = Instant::now();
+    for i in 1..=n {
+        let text = if i == n {
+            "done".to_string()
+        } else {
+            format!("{i}-{filler}")
+        };
+        let req = support::post_bytes(
+            "/rooms/budget/messages",
+            &["Content-Type: text/plain"],
+            text.as_bytes(),
+        );
+        conn.get_mut().write_all(&req).unwrap();
+        let r = read_response(&mut conn).unwrap();
+        assert_eq!(
+            (r.status, r.json()["id"].as_u64()),
+            (201, Some(i)),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "posting waited for --slow-timeout, not the stall budget"
+    );
+    s.wait_metric("smolchat_subscribers_evicted_total", 1);
+    assert_eq!(s.metric("smolchat_posts_refused_total{status=\"503\"}"), 0);
+
+    // Every reader got every message once, in order.
+    for c in collectors {
+        assert_eq!(c.join().unwrap(), (1..=n).collect::<Vec<_>>());
+    }
+
+    // The cut client drains what reached it, then resumes after its last
+    // complete event and gets the rest: nothing missing, nothing twice.
+    stalled.set_read_timeout(Some(WAIT)).unwrap();
+    let mut raw = Vec::new();
+    let _ = (&stalled).read_to_end(&mut raw);
+    let seen = complete_ids(&raw);
+    let last = seen.last().copied().unwrap_or(0);
+    assert_eq!(seen, (1..=last).collect::<Vec<_>>());
+    assert!(
+        last < n,
+        "the stalled stream was cut before it could take everything"
+    );
+    let mut resumed = s.sse_with(path, &[&format!("Last-Event-ID: {last}")]);
+    let rest: Vec<u64> = resumed
+        .messages((n - last) as usize)
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rest, (last + 1..=n).collect::<Vec<_>>());
+}

@@ -245,6 +245,19 @@ pub(crate) async fn connect_all(
     n: usize,
     shared: &Rc<Shared>,
 ) -> Vec<smol::Task<Record>> {
+    connect_all_to(ex, addr, path, n, n, shared).await
+}
+
+/// [`connect_all`] when `shared` counts subscribers of other instances
+/// too: waits until `total` have their `hello` or failed.
+pub(crate) async fn connect_all_to(
+    ex: &LocalExecutor<'_>,
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+    total: usize,
+    shared: &Rc<Shared>,
+) -> Vec<smol::Task<Record>> {
     let gate = Rc::new(Semaphore::new(CONNECT_AT_ONCE));
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -257,7 +270,7 @@ pub(crate) async fn connect_all(
         })
         .collect();
     let deadline = Instant::now() + CONNECT;
-    while shared.ready.get() + shared.failed.get() < n && Instant::now() < deadline {
+    while shared.ready.get() + shared.failed.get() < total && Instant::now() < deadline {
         Timer::after(Duration::from_millis(20)).await;
     }
     tasks
@@ -305,6 +318,13 @@ pub(crate) fn run(args: &Args) {
 /// the JSON object `fanout` prints. `missread` measures a live room with
 /// it while other reads run.
 pub(crate) fn measure(server: &Server, room: &str, load: &Load) -> serde_json::Value {
+    measure_on(&[server], room, load)
+}
+
+/// [`measure`] over several instances of one cluster (`--redis`):
+/// subscribers and posters spread round robin over `servers`; CPU and
+/// peak RSS are their sums.
+pub(crate) fn measure_on(servers: &[&Server], room: &str, load: &Load) -> serde_json::Value {
     let &Load {
         subscribers: subs,
         posters,
@@ -312,18 +332,37 @@ pub(crate) fn measure(server: &Server, room: &str, load: &Load) -> serde_json::V
         rate,
         size,
     } = load;
-    let addr = server.addr;
     let ex = LocalExecutor::new();
     let shared = Rc::new(Shared::default());
     epoch();
+    let cpu_all = || servers.iter().map(|s| s.cpu()).sum::<Duration>();
     let outcome = smol::block_on(ex.run(async {
-        let subscribers =
-            connect_all(&ex, addr, &format!("/rooms/{room}/events"), subs, &shared).await;
-        let online = server.metric("smolchat_subscribers").await;
-        let cpu0 = server.cpu();
+        let mut subscribers = Vec::new();
+        for (i, s) in servers.iter().enumerate() {
+            // Instance i takes subscribers i, i + n, ...
+            let mine = (subs + servers.len() - 1 - i) / servers.len();
+            let want = shared.ready.get() + shared.failed.get() + mine;
+            subscribers.extend(
+                connect_all_to(
+                    &ex,
+                    s.addr,
+                    &format!("/rooms/{room}/events"),
+                    mine,
+                    want,
+                    &shared,
+                )
+                .await,
+            );
+        }
+        let mut online = 0;
+        for s in servers {
+            online += s.metric("smolchat_subscribers").await;
+        }
+        let cpu0 = cpu_all();
         let start_us = now_us() + 1000;
         let posts: Vec<_> = (0..posters)
             .map(|p| {
+                let addr = servers[p % servers.len()].addr;
                 ex.spawn(poster(
                     addr, room, p, posters, messages, rate, start_us, size, None,
                 ))
@@ -336,7 +375,7 @@ pub(crate) fn measure(server: &Server, room: &str, load: &Load) -> serde_json::V
             max_id,
             records,
         } = finish(posts, subscribers, &shared).await;
-        let cpu = server.cpu().saturating_sub(cpu0);
+        let cpu = cpu_all().saturating_sub(cpu0);
         (
             online, start_us, posted_us, posted, accepted, max_id, records, cpu,
         )
@@ -403,8 +442,9 @@ pub(crate) fn measure(server: &Server, room: &str, load: &Load) -> serde_json::V
         "server_cpu_s": round(cpu.as_secs_f64(), 2),
         "server_cpu_pct": round(100.0 * cpu.as_secs_f64() / secs.max(1e-9), 1),
         "server_cpu_us_per_delivery": round(cpu.as_secs_f64() * 1e6 / (deliveries.max(1)) as f64, 2),
-        "server_peak_rss_kb": server.status_kb("VmHWM"),
-        "server_threads": server.status_kb("Threads"),
+        "instances": servers.len(),
+        "server_peak_rss_kb": servers.iter().map(|s| s.status_kb("VmHWM")).sum::<u64>(),
+        "server_threads": servers.iter().map(|s| s.status_kb("Threads")).sum::<u64>(),
     })
 }
 

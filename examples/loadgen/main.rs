@@ -34,6 +34,9 @@
 //! - `tls` ([`tls`]): what HTTPS costs against plain HTTP in the same run:
 //!   full and resumed handshakes per second and server CPU per connection,
 //!   and server CPU per keep-alive post.
+//! - `cluster` ([`cluster`]): smolchat on Redis (a `redis-server` it
+//!   starts itself): fan-out over one and two instances against one
+//!   instance without Redis, and posts/s through Redis.
 //! - `report`: reads the JSON lines of many runs on stdin and prints the
 //!   markdown table of medians against the targets ([`report`]).
 //!
@@ -43,6 +46,7 @@
 //! `--loadgen-cpu` pin the two processes to different cores (`taskset`).
 
 mod client;
+mod cluster;
 mod fanout;
 mod fill;
 mod idle;
@@ -93,7 +97,7 @@ impl Args {
 }
 
 const USAGE: &str =
-    "usage: loadgen post|fanout|idle|slow|fill|missread|tls|report [--clients N] [--subscribers N[,N..]] \
+    "usage: loadgen post|fanout|idle|slow|fill|missread|tls|cluster|report [--clients N] [--subscribers N[,N..]] \
 [--messages M] [--rate R] [--seconds S] [--size BYTES] [--rooms R] [--resumes N] \
 [--db PATH|:memory:] [--sync full|normal] \
 [--server BIN] [--server-cpu LIST] [--loadgen-cpu LIST] [--timeout S] [-- server flags]";
@@ -225,6 +229,7 @@ fn main() {
         "missread" => missread::run(&args),
         "slow" => slow::run(&args),
         "tls" => tls::run(&args),
+        "cluster" => cluster::run(&args),
         other => {
             eprintln!("unknown scenario {other:?}\n{USAGE}");
             std::process::exit(2);

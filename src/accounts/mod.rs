@@ -20,6 +20,8 @@
 //! remembered for [`BASIC_CACHE`] (by a hash of the pair), so `curl -u` in a
 //! loop does not pay Argon2 for every request.
 
+#[cfg(feature = "redis")]
+pub mod redis_store;
 pub mod rules;
 pub mod secret;
 pub mod store;
@@ -120,6 +122,8 @@ pub struct Accounts {
     /// The file's change counter at the last reload.
     file_version: AtomicU64,
     verifying: smol::lock::Semaphore,
+    /// In Redis: other instances start sessions this one has not seen.
+    shared: bool,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -134,6 +138,20 @@ impl Accounts {
     /// Accounts from the file at `path` (or none, for `--db :memory:`),
     /// with `default_access` where no rule says otherwise.
     pub fn open(path: Option<PathBuf>, default_access: Access) -> Result<Accounts, String> {
+        let db = match path {
+            Some(path) => Some(AccountsDb::open(&path).map_err(|e| e.0)?),
+            None => None,
+        };
+        Self::with_store(db, default_access)
+    }
+
+    /// Accounts from Redis at `url` (`--redis`), shared by every instance.
+    pub fn open_redis(url: &str, default_access: Access) -> Result<Accounts, String> {
+        let db = AccountsDb::open_redis(url).map_err(|e| e.0)?;
+        Self::with_store(Some(db), default_access)
+    }
+
+    fn with_store(db: Option<AccountsDb>, default_access: Access) -> Result<Accounts, String> {
         let mut accounts = Accounts {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             default_access,
@@ -144,11 +162,23 @@ impl Accounts {
             db: None,
             file_version: AtomicU64::new(u64::MAX),
             verifying: smol::lock::Semaphore::new(MAX_VERIFYING),
+            shared: false,
         };
-        if let Some(path) = path {
-            let db = AccountsDb::open(&path).map_err(|e| e.0)?;
+        if let Some(mut db) = db {
+            accounts.shared = db.is_shared();
             let now = Timestamp::now();
-            let stored = db.sessions(now).map_err(|e| e.0)?;
+            let stored = match db.sessions(now) {
+                Ok(s) => s,
+                // Redis may not be up yet: the reload thread reads
+                // everything once it is (nothing can be posted or read
+                // before that anyway).
+                Err(e) if accounts.shared => {
+                    log::warn!("accounts: {e}; read once Redis answers");
+                    accounts.db = Some(Arc::new(Mutex::new(db)));
+                    return Ok(accounts);
+                }
+                Err(e) => return Err(e.0),
+            };
             accounts.db = Some(Arc::new(Mutex::new(db)));
             accounts.reload().map_err(|e| e.to_string())?;
             let snap = accounts.snap();
@@ -175,10 +205,25 @@ impl Accounts {
             return Ok(false);
         }
         let snap = db.snapshot().map_err(|e| e.0)?;
+        // In Redis, a sign-out on another instance removed its session.
+        let live: Option<std::collections::HashSet<SecretHash>> = if self.shared {
+            let now = Timestamp::now();
+            Some(
+                db.sessions(now)
+                    .map_err(|e| e.0)?
+                    .into_iter()
+                    .map(|s| s.0)
+                    .collect(),
+            )
+        } else {
+            None
+        };
         drop(db);
         // Sessions of users that are gone, or whose password changed, end.
-        lock(&self.sessions)
-            .retain(|_, s| snap.users.get(&s.user).is_some_and(|u| *u.hash == *s.phc));
+        lock(&self.sessions).retain(|h, s| {
+            snap.users.get(&s.user).is_some_and(|u| *u.hash == *s.phc)
+                && live.as_ref().is_none_or(|l| l.contains(h))
+        });
         lock(&self.basic).clear();
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         self.file_version.store(v, Ordering::Release);
@@ -304,6 +349,41 @@ impl Accounts {
         self.identity_for(&session.user, Credential::Session(hash))
     }
 
+    /// [`Accounts::by_session`], and with accounts in Redis a session
+    /// another instance started (looked up there, then known here too).
+    pub async fn by_session_anywhere(&self, cookie: &str) -> Option<Identity> {
+        if let Some(who) = self.by_session(cookie) {
+            return Some(who);
+        }
+        if !self.shared {
+            return None;
+        }
+        let db = self.db.clone()?;
+        let hash = hash_secret(cookie);
+        let found = smol::unblock(move || lock(&db).session(&hash)).await;
+        let (user, expires) = match found {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                log::warn!("accounts: {e}");
+                return None;
+            }
+        };
+        if expires <= Timestamp::now() {
+            return None;
+        }
+        let phc: Arc<str> = Arc::from(self.snap().users.get(&user)?.hash.as_str());
+        lock(&self.sessions).insert(
+            hash,
+            Session {
+                user: user.clone(),
+                expires,
+                phc,
+            },
+        );
+        self.by_session(cookie)
+    }
+
     /// Starts a browser session for `user`: returns the cookie value.
     pub async fn new_session(&self, user: &UserName) -> Result<String, String> {
         let id = secret::new_secret(SESSION_PREFIX)?;
@@ -337,14 +417,14 @@ impl Accounts {
     /// Runs a small write on the file off the executor (sessions).
     async fn persist(
         &self,
-        write: impl FnOnce(&AccountsDb) -> Result<(), crate::history::sqlite::StoreError>
+        write: impl FnOnce(&mut AccountsDb) -> Result<(), crate::history::sqlite::StoreError>
             + Send
             + 'static,
     ) {
         let Some(db) = self.db.clone() else { return };
         // Sessions are few and small; a blocking write under the lock is
         // fine on the blocking pool, never on an executor thread.
-        let result = smol::unblock(move || write(&lock(&db))).await;
+        let result = smol::unblock(move || write(&mut lock(&db))).await;
         if let Err(e) = result {
             log::warn!("accounts: could not store a session: {e}");
         }

@@ -12,6 +12,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+#[cfg(feature = "redis")]
+use super::redis_store::RedisAccounts;
 use super::rules::{Access, Pattern, Rule, Who};
 use super::secret::SecretHash;
 use crate::history::sqlite::{open_shared, StoreError};
@@ -67,10 +69,17 @@ pub struct Snapshot {
     pub rules: Vec<Rule>,
 }
 
-/// The accounts tables of one file.
+/// The accounts of one file, or of one Redis (`--redis`).
 #[derive(Debug)]
 pub struct AccountsDb {
-    conn: Connection,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Sqlite(Connection),
+    #[cfg(feature = "redis")]
+    Redis(Box<RedisAccounts>),
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -81,21 +90,59 @@ impl AccountsDb {
     /// Opens the file (creating and upgrading it if needed).
     pub fn open(path: &Path) -> Result<AccountsDb, StoreError> {
         Ok(AccountsDb {
-            conn: open_shared(path)?,
+            inner: Inner::Sqlite(open_shared(path)?),
         })
     }
 
+    /// Opens the accounts kept in Redis at `url`.
+    #[cfg(feature = "redis")]
+    pub fn open_redis(url: &str) -> Result<AccountsDb, StoreError> {
+        Ok(AccountsDb {
+            inner: Inner::Redis(Box::new(RedisAccounts::open(url)?)),
+        })
+    }
+
+    /// A build without the `redis` feature has no Redis to open.
+    #[cfg(not(feature = "redis"))]
+    pub fn open_redis(_url: &str) -> Result<AccountsDb, StoreError> {
+        Err(StoreError(crate::history::NO_REDIS.into()))
+    }
+
+    fn conn(&self) -> &Connection {
+        match &self.inner {
+            Inner::Sqlite(c) => c,
+            #[cfg(feature = "redis")]
+            Inner::Redis(_) => unreachable!("Redis calls return before"),
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut Connection {
+        match &mut self.inner {
+            Inner::Sqlite(c) => c,
+            #[cfg(feature = "redis")]
+            Inner::Redis(_) => unreachable!("Redis calls return before"),
+        }
+    }
+
     /// The change counter of users, tokens and rules.
-    pub fn version(&self) -> Result<i64, StoreError> {
-        self.conn
+    pub fn version(&mut self) -> Result<i64, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.version();
+        }
+        self.conn()
             .query_row("SELECT v FROM auth_version", [], |r| r.get(0))
             .map_err(err)
     }
 
     /// Adds a user; fails if the name is taken.
-    pub fn add_user(&self, name: &UserName, hash: &str, admin: bool) -> Result<(), StoreError> {
+    pub fn add_user(&mut self, name: &UserName, hash: &str, admin: bool) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.add_user(name, hash, admin);
+        }
         let n = self
-            .conn
+            .conn()
             .execute(
                 "INSERT INTO users (name, hash, admin, created) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO NOTHING",
@@ -109,8 +156,12 @@ impl AccountsDb {
     }
 
     /// Whether `name` is an account.
-    pub fn has_user(&self, name: &UserName) -> Result<bool, StoreError> {
-        self.conn
+    pub fn has_user(&mut self, name: &UserName) -> Result<bool, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.has_user(name);
+        }
+        self.conn()
             .query_row(
                 "SELECT 1 FROM users WHERE name = ?1",
                 params![name.as_str()],
@@ -123,7 +174,11 @@ impl AccountsDb {
 
     /// Deletes a user with their tokens, sessions and rules.
     pub fn delete_user(&mut self, name: &UserName) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(err)?;
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.delete_user(name);
+        }
+        let tx = self.conn_mut().transaction().map_err(err)?;
         let n = tx
             .execute("DELETE FROM users WHERE name = ?1", params![name.as_str()])
             .map_err(err)?;
@@ -144,7 +199,11 @@ impl AccountsDb {
 
     /// Sets a user's password hash; their browser sessions end.
     pub fn set_password(&mut self, name: &UserName, hash: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(err)?;
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.set_password(name, hash);
+        }
+        let tx = self.conn_mut().transaction().map_err(err)?;
         let n = tx
             .execute(
                 "UPDATE users SET hash = ?2 WHERE name = ?1",
@@ -163,9 +222,13 @@ impl AccountsDb {
     }
 
     /// Every user: name, admin, created, number of tokens.
-    pub fn users(&self) -> Result<Vec<(String, bool, Timestamp, u64)>, StoreError> {
+    pub fn users(&mut self) -> Result<Vec<(String, bool, Timestamp, u64)>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.users();
+        }
         let mut stmt = self
-            .conn
+            .conn()
             .prepare(
                 "SELECT name, admin, created, (SELECT count(*) FROM tokens t WHERE t.user = u.name)
                  FROM users u ORDER BY name",
@@ -187,7 +250,7 @@ impl AccountsDb {
 
     /// Stores a token (its hash) for `user`.
     pub fn add_token(
-        &self,
+        &mut self,
         user: &UserName,
         hash: &SecretHash,
         id: &str,
@@ -195,10 +258,14 @@ impl AccountsDb {
         read_only: bool,
         expires: Option<Timestamp>,
     ) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.add_token(user, hash, id, label, read_only, expires);
+        }
         if !self.has_user(user)? {
             return Err(StoreError(format!("no user {user}")));
         }
-        self.conn
+        self.conn()
             .execute(
                 "INSERT INTO tokens (id, user, hash, label, read_only, created, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -217,9 +284,13 @@ impl AccountsDb {
     }
 
     /// Every token (of `user`, if given).
-    pub fn tokens(&self, user: Option<&UserName>) -> Result<Vec<TokenInfo>, StoreError> {
+    pub fn tokens(&mut self, user: Option<&UserName>) -> Result<Vec<TokenInfo>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.tokens(user);
+        }
         let mut stmt = self
-            .conn
+            .conn()
             .prepare(
                 "SELECT id, user, label, read_only, created, expires FROM tokens
                  WHERE ?1 IS NULL OR user = ?1 ORDER BY user, created",
@@ -242,9 +313,13 @@ impl AccountsDb {
     }
 
     /// Removes a token by its id.
-    pub fn remove_token(&self, id: &str) -> Result<(), StoreError> {
+    pub fn remove_token(&mut self, id: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.remove_token(id);
+        }
         let n = self
-            .conn
+            .conn()
             .execute("DELETE FROM tokens WHERE id = ?1", params![id])
             .map_err(err)?;
         if n == 0 {
@@ -254,13 +329,22 @@ impl AccountsDb {
     }
 
     /// Sets (or replaces) the rule for `who` on `pattern`.
-    pub fn set_rule(&self, who: &Who, pattern: &Pattern, access: Access) -> Result<(), StoreError> {
+    pub fn set_rule(
+        &mut self,
+        who: &Who,
+        pattern: &Pattern,
+        access: Access,
+    ) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.set_rule(who, pattern, access);
+        }
         if let Who::User(u) = who {
             if !self.has_user(u)? {
                 return Err(StoreError(format!("no user {u}")));
             }
         }
-        self.conn
+        self.conn()
             .execute(
                 "INSERT INTO rules (who, pattern, access) VALUES (?1, ?2, ?3)
                  ON CONFLICT (who, pattern) DO UPDATE SET access = excluded.access",
@@ -271,9 +355,13 @@ impl AccountsDb {
     }
 
     /// Every rule, by whom then pattern.
-    pub fn rules(&self) -> Result<Vec<Rule>, StoreError> {
+    pub fn rules(&mut self) -> Result<Vec<Rule>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.rules();
+        }
         let mut stmt = self
-            .conn
+            .conn()
             .prepare("SELECT who, pattern, access FROM rules ORDER BY who = '*' DESC, who, pattern")
             .map_err(err)?;
         let rows: Vec<(String, String, String)> = stmt
@@ -293,13 +381,21 @@ impl AccountsDb {
     }
 
     /// Deletes every rule; returns how many there were.
-    pub fn reset_rules(&self) -> Result<usize, StoreError> {
-        self.conn.execute("DELETE FROM rules", []).map_err(err)
+    pub fn reset_rules(&mut self) -> Result<usize, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.reset_rules();
+        }
+        self.conn().execute("DELETE FROM rules", []).map_err(err)
     }
 
     /// Everything the server needs, read in one transaction.
     pub fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
-        let tx = self.conn.transaction().map_err(err)?;
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.snapshot();
+        }
+        let tx = self.conn_mut().transaction().map_err(err)?;
         let mut snap = Snapshot::default();
         {
             let mut users = tx
@@ -347,12 +443,16 @@ impl AccountsDb {
 
     /// Stores a browser session (its hash).
     pub fn add_session(
-        &self,
+        &mut self,
         hash: &SecretHash,
         user: &UserName,
         expires: Timestamp,
     ) -> Result<(), StoreError> {
-        self.conn
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.add_session(hash, user, expires);
+        }
+        self.conn()
             .execute(
                 "INSERT OR REPLACE INTO sessions (hash, user, expires) VALUES (?1, ?2, ?3)",
                 params![&hash[..], user.as_str(), expires.0],
@@ -361,9 +461,42 @@ impl AccountsDb {
         Ok(())
     }
 
+    /// One session by its hash: whose, until when.
+    pub fn session(
+        &mut self,
+        hash: &SecretHash,
+    ) -> Result<Option<(UserName, Timestamp)>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.session(hash);
+        }
+        let row: Option<(String, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT user, expires FROM sessions WHERE hash = ?1",
+                params![&hash[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        Ok(row.and_then(|(u, e)| Some((UserName::parse(&u).ok()?, Timestamp(e)))))
+    }
+
+    /// Whether the accounts are in Redis, shared with other instances.
+    pub fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return matches!(self.inner, Inner::Redis(_));
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
     /// Ends a browser session.
-    pub fn remove_session(&self, hash: &SecretHash) -> Result<(), StoreError> {
-        self.conn
+    pub fn remove_session(&mut self, hash: &SecretHash) -> Result<(), StoreError> {
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.remove_session(hash);
+        }
+        self.conn()
             .execute("DELETE FROM sessions WHERE hash = ?1", params![&hash[..]])
             .map_err(err)?;
         Ok(())
@@ -371,14 +504,18 @@ impl AccountsDb {
 
     /// Every session that has not expired by `now` (older ones are deleted).
     pub fn sessions(
-        &self,
+        &mut self,
         now: Timestamp,
     ) -> Result<Vec<(SecretHash, UserName, Timestamp)>, StoreError> {
-        self.conn
+        #[cfg(feature = "redis")]
+        if let Inner::Redis(r) = &mut self.inner {
+            return r.sessions(now);
+        }
+        self.conn()
             .execute("DELETE FROM sessions WHERE expires <= ?1", params![now.0])
             .map_err(err)?;
         let mut stmt = self
-            .conn
+            .conn()
             .prepare("SELECT hash, user, expires FROM sessions")
             .map_err(err)?;
         let rows: Vec<(Vec<u8>, String, i64)> = stmt

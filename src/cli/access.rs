@@ -11,7 +11,7 @@ pub(super) fn run(
     open: impl Fn() -> Result<AccountsDb, Failure>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    args.only(&["db"])?;
+    args.only(&["db", "redis"])?;
     let pos: Vec<&str> = args.positional.iter().map(String::as_str).collect();
     match pos.as_slice() {
         ["list"] => {

@@ -3,8 +3,11 @@
 //!
 //! - `smolchat user`, `smolchat token` and `smolchat access` manage
 //!   accounts in the database file named by `--db` (or `SMOLCHAT_DB`,
-//!   default `smolchat.db`), also while a server runs on it: the server
-//!   sees the change within a second.
+//!   default `smolchat.db`), or in Redis with `--redis URL` (or
+//!   `SMOLCHAT_REDIS`), also while servers run on it: they see the change
+//!   within a second.
+//! - `smolchat export` and `smolchat import` move a SQLite box's data to
+//!   Redis ([`transfer`]).
 //! - `smolchat say` and `smolchat tail` are a terminal client of a running
 //!   server (`--server`, or `SMOLCHAT_SERVER`, default
 //!   `http://localhost:8080`), over async-h1's client side ([`client`]).
@@ -20,6 +23,7 @@ mod localtime;
 mod say;
 mod tail;
 mod token;
+mod transfer;
 mod user;
 
 use std::ffi::OsString;
@@ -29,7 +33,7 @@ use std::path::PathBuf;
 use crate::accounts::store::AccountsDb;
 
 /// The subcommand names `main` dispatches here.
-pub const SUBCOMMANDS: &[&str] = &["user", "token", "access", "say", "tail"];
+pub const SUBCOMMANDS: &[&str] = &["user", "token", "access", "export", "import", "say", "tail"];
 
 /// Why a subcommand failed.
 #[derive(Debug)]
@@ -161,22 +165,51 @@ pub fn run(
             _ => tail::run(&args, &env, out),
         };
     }
-    let args = Args::parse(args, &["db", "expires", "label"])?;
+    let args = Args::parse(args, &["db", "expires", "label", "redis"])?;
     if args.flag("help") {
         let _ = write!(out, "{}", help(name));
         return Ok(());
     }
+    if name == "export" {
+        let db = args
+            .value("db")
+            .map(str::to_string)
+            .or_else(|| env("SMOLCHAT_DB"))
+            .unwrap_or_else(|| "smolchat.db".into());
+        return transfer::export(&args, &db, out);
+    }
+    if name == "import" {
+        let Some(url) = args
+            .value("redis")
+            .map(str::to_string)
+            .or_else(|| env("SMOLCHAT_REDIS"))
+        else {
+            return usage("smolchat import needs --redis URL (or SMOLCHAT_REDIS)");
+        };
+        return transfer::import(&args, &url, &mut std::io::stdin().lock(), out);
+    }
+    // As the server: Redis when named (flag, or SMOLCHAT_REDIS unless
+    // --db is given), else the file.
+    let redis = args.value("redis").map(str::to_string).or_else(|| {
+        args.value("db")
+            .is_none()
+            .then(|| env("SMOLCHAT_REDIS"))
+            .flatten()
+    });
     let db = args
         .value("db")
         .map(str::to_string)
         .or_else(|| env("SMOLCHAT_DB"))
         .unwrap_or_else(|| "smolchat.db".into());
-    if db == ":memory:" {
+    if redis.is_none() && db == ":memory:" {
         return usage(
             "accounts live in the database file; --db :memory: keeps none (give the server's --db)",
         );
     }
-    let open = || AccountsDb::open(&PathBuf::from(&db)).map_err(failed);
+    let open = || match &redis {
+        Some(url) => AccountsDb::open_redis(url).map_err(failed),
+        None => AccountsDb::open(&PathBuf::from(&db)).map_err(failed),
+    };
     match name {
         "user" => user::run(&args, open, out),
         "token" => token::run(&args, open, out),
@@ -227,6 +260,12 @@ pub fn help(name: &str) -> String {
             .to_string();
     }
     let body = match name {
+        "export" | "import" => {
+            return "smolchat export [--db FILE]   every room, message, user, token and rule as JSON lines on stdout\n\
+                    smolchat import --redis URL   read them on stdin into Redis, keeping ids, password hashes and tokens\n\n\
+                    Moving one box to Redis: smolchat export --db smolchat.db | smolchat import --redis redis://HOST:6379/0\n"
+                .into()
+        }
         "user" => {
             "smolchat user add NAME [--admin] [--password-stdin]   add an account (password asked twice, or one line on stdin)\n\
              smolchat user passwd NAME [--password-stdin]          change its password (ends its browser sessions)\n\
@@ -246,7 +285,8 @@ pub fn help(name: &str) -> String {
     };
     format!(
         "{body}\nEvery subcommand takes --db PATH (or SMOLCHAT_DB; default smolchat.db), \
-         also while the server runs on it: the server sees the change within a second.\n"
+         or --redis URL (or SMOLCHAT_REDIS) for servers on Redis, \
+         also while servers run on it: they see the change within a second.\n"
     )
 }
 

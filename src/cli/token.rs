@@ -17,7 +17,7 @@ pub(super) fn run(
     let name = |s: &str| UserName::parse(s).map_err(|e| Failure::Usage(e.to_string()));
     match pos.as_slice() {
         ["add", n] => {
-            args.only(&["db", "expires", "read-only", "label"])?;
+            args.only(&["db", "redis", "expires", "read-only", "label"])?;
             let n = name(n)?;
             let expires = match args.value("expires") {
                 None => None,
@@ -45,7 +45,7 @@ pub(super) fn run(
             Ok(())
         }
         ["list"] | ["list", _] => {
-            args.only(&["db"])?;
+            args.only(&["db", "redis"])?;
             let user = match pos.get(1) {
                 Some(n) => Some(name(n)?),
                 None => None,
@@ -72,7 +72,7 @@ pub(super) fn run(
             Ok(())
         }
         ["remove", id] => {
-            args.only(&["db"])?;
+            args.only(&["db", "redis"])?;
             open()?.remove_token(id).map_err(failed)?;
             let _ = writeln!(out, "removed token {id}; streams that used it close within a second");
             Ok(())

@@ -16,12 +16,12 @@ pub(super) fn run(
     let name = |s: &str| UserName::parse(s).map_err(|e| Failure::Usage(e.to_string()));
     match pos.as_slice() {
         ["add", n] => {
-            args.only(&["db", "admin", "password-stdin"])?;
+            args.only(&["db", "redis", "admin", "password-stdin"])?;
             let n = name(n)?;
             if n == UserName::anonymous() {
                 return usage("anonymous is the name of posts without an account; choose another");
             }
-            let db = open()?;
+            let mut db = open()?;
             if db.has_user(&n).map_err(failed)? {
                 return Err(Failure::Failed(format!("user {n} already exists")));
             }
@@ -32,7 +32,7 @@ pub(super) fn run(
             Ok(())
         }
         ["passwd", n] => {
-            args.only(&["db", "password-stdin"])?;
+            args.only(&["db", "redis", "password-stdin"])?;
             let n = name(n)?;
             let mut db = open()?;
             if !db.has_user(&n).map_err(failed)? {
@@ -44,14 +44,14 @@ pub(super) fn run(
             Ok(())
         }
         ["del", n] => {
-            args.only(&["db"])?;
+            args.only(&["db", "redis"])?;
             let n = name(n)?;
             open()?.delete_user(&n).map_err(failed)?;
             let _ = writeln!(out, "deleted {n}, with their tokens, sessions and rules");
             Ok(())
         }
         ["list"] => {
-            args.only(&["db"])?;
+            args.only(&["db", "redis"])?;
             let users = open()?.users().map_err(failed)?;
             if users.is_empty() {
                 let _ = writeln!(out, "no users: everyone has --default-access");

@@ -15,11 +15,20 @@ use crate::event::Frame;
 use crate::message::Timestamp;
 
 pub mod reader;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod sqlite;
 pub mod writer;
 
 pub use reader::Reader;
 pub use writer::Writer;
+
+/// What a post, a failed post or a read answers when the shared store
+/// (`--redis`) cannot be reached; the HTTP layer turns it into `503`.
+pub const UNAVAILABLE: &str = "history store unavailable";
+
+/// Why `--redis` is refused by a build without the `redis` feature.
+pub const NO_REDIS: &str = "this smolchat was built without Redis support (the ARM builds leave it out to stay small): build it with cargo build --release --features redis";
 
 /// Where history lives beyond the in-memory window.
 #[derive(Debug)]
@@ -28,6 +37,9 @@ pub enum Store {
     Memory,
     /// A SQLite file, written by a dedicated thread with group commit.
     Sqlite(Writer),
+    /// Redis (`--redis`), shared with other instances.
+    #[cfg(feature = "redis")]
+    Redis(std::sync::Arc<redis::RedisHistory>),
 }
 
 /// A stored message: its `event: message` frame, the only copy of it the

@@ -15,6 +15,8 @@
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
+#[cfg(feature = "redis")]
+use super::redis::RedisHistory;
 use super::sqlite::{LoadedRoom, ReadOnly, StoreError};
 use super::Query;
 use crate::event::{encode_in, Event, Frame};
@@ -55,10 +57,18 @@ enum Job {
     },
 }
 
-/// Handle on the reader thread.
+/// Handle on the reader thread, or on Redis (`--redis`), which answers the
+/// same reads.
 #[derive(Debug)]
 pub struct Reader {
-    jobs: mpsc::Sender<Job>,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(mpsc::Sender<Job>),
+    #[cfg(feature = "redis")]
+    Redis(Arc<RedisHistory>, Arc<Memory>),
 }
 
 impl Reader {
@@ -69,17 +79,35 @@ impl Reader {
         std::thread::Builder::new()
             .name("smolchat-read".into())
             .spawn(move || run(path, rx, memory))?;
-        Ok(Reader { jobs })
+        Ok(Reader {
+            backend: Backend::Sqlite(jobs),
+        })
+    }
+
+    /// Reads from Redis instead, charging frames to `memory`.
+    #[cfg(feature = "redis")]
+    pub fn redis(redis: Arc<RedisHistory>, memory: Arc<Memory>) -> Reader {
+        Reader {
+            backend: Backend::Redis(redis, memory),
+        }
     }
 
     /// Every room in the file with its last id.
     pub async fn rooms(&self) -> Result<Vec<(RoomName, u64)>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r, _) = &self.backend {
+            return r.rooms().await;
+        }
         let (tx, rx) = async_channel::bounded(1);
         self.ask(Job::Rooms(tx), rx).await
     }
 
     /// A room's last id and its newest `n` messages, if the file has it.
     pub async fn room(&self, name: &RoomName, n: usize) -> Result<Option<LoadedRoom>, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r, _) = &self.backend {
+            return Ok(r.room(name, n).await?.map(|(room, _)| room));
+        }
         let (reply, rx) = async_channel::bounded(1);
         let job = Job::Room {
             name: name.clone(),
@@ -91,6 +119,16 @@ impl Reader {
 
     /// The messages `query` finds in room `name`.
     pub async fn read(&self, name: &RoomName, query: Query) -> Result<Found, StoreError> {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r, memory) = &self.backend {
+            let b = r.read(name, &query, BATCH).await?;
+            return Ok(Found {
+                first_read: b.messages.first().map(Committed::id),
+                frames: b.messages.iter().map(|m| frame(m, memory)).collect(),
+                first_held: b.first_held,
+                next: b.next,
+            });
+        }
         let (reply, rx) = async_channel::bounded(1);
         let job = Job::Read {
             name: name.clone(),
@@ -106,7 +144,12 @@ impl Reader {
         rx: async_channel::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let gone = || StoreError("the database reader stopped".into());
-        self.jobs.send(job).map_err(|_| gone())?;
+        #[allow(irrefutable_let_patterns)] // without the redis feature
+        let Backend::Sqlite(jobs) = &self.backend
+        else {
+            return Err(gone());
+        };
+        jobs.send(job).map_err(|_| gone())?;
         rx.recv().await.map_err(|_| gone())?
     }
 }

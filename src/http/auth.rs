@@ -66,7 +66,7 @@ pub async fn identify(app: &App, req: &Request, token_in_query: bool) -> Result<
         }
     }
     if let Some(session) = cookie(req, COOKIE) {
-        if let Some(who) = accounts.by_session(session) {
+        if let Some(who) = accounts.by_session_anywhere(session).await {
             return Ok(Asker {
                 who,
                 by_cookie: true,

@@ -759,7 +759,20 @@ pub(crate) async fn run_stream(
     // The replay went out with the kernel's own buffer (a resume of a
     // thousand messages needs it); live events get a small one, so a
     // client that stops reading fills it soon and the stall is seen.
-    let _ = socket2::SockRef::from(stream.tcp().get_ref()).set_send_buffer_size(SSE_SNDBUF);
+    let sock = socket2::SockRef::from(stream.tcp().get_ref());
+    let _ = sock.set_send_buffer_size(SSE_SNDBUF);
+    // A peer that vanished (a phone out of Wi-Fi, a pulled cable) is found
+    // by the kernel: data unacknowledged for --slow-timeout + 10 s ends the
+    // connection (TCP_USER_TIMEOUT; the keep-alive comments are such data;
+    // a peer that acknowledges but takes nothing is cut by us first), and
+    // keep-alive probes cover a stream with nothing to send.
+    let _ = sock.set_tcp_user_timeout(Some(stall + Duration::from_secs(10)));
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3),
+    );
     // Sized for the head; most streams then idle.
     out = Vec::new();
 
@@ -886,22 +899,41 @@ pub(crate) async fn run_stream(
                 return;
             }
         }
+        // A write races the stall budget: a stream that holds the room's
+        // queue full while a post waits past --stall-budget is cut.
+        let lagging = async {
+            sub.held_back_too_long().await;
+            Err(None)
+        };
         let written = if batch.is_empty() {
-            write_all(stream, &out, stall).await
+            async { write_all(stream, &out, stall).await.map_err(Some) }
+                .or(lagging)
+                .await
         } else {
-            // A chunk of frames: its size line, the frames, CRLF.
+            // A batch of frames: a chunk's size line, the frames, its CRLF
+            // (or, close-delimited, the frames alone).
             let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 2);
             parts.push(&out);
             parts.extend(batch.iter().map(|f| &f[..]));
             parts.push(delimit.after());
-            let r = stream.write_parts(&parts, stall).await;
+            let r = async { stream.write_parts(&parts, stall).await.map_err(Some) }
+                .or(lagging)
+                .await;
             drop(parts);
             batch.clear();
             r
         };
         match written {
             Ok(()) => {}
-            Err(WriteFail::Stalled) => {
+            Err(None) => {
+                app.metrics.subscribers_evicted.fetch_add(1, Relaxed);
+                log::info!(
+                    "cut a stream on {} that held posts back for --stall-budget",
+                    sub.room().name()
+                );
+                return;
+            }
+            Err(Some(WriteFail::Stalled)) => {
                 app.metrics.subscribers_evicted.fetch_add(1, Relaxed);
                 log::info!(
                     "cut a stream on {} that accepted nothing for {stall:?}",
@@ -909,7 +941,7 @@ pub(crate) async fn run_stream(
                 );
                 return;
             }
-            Err(WriteFail::Io) => return,
+            Err(Some(WriteFail::Io)) => return,
         }
         // The ping timer is not moved here: re-arming a reactor timer on
         // every write cost ~18% of the server's instructions in a 1000-stream

@@ -12,6 +12,7 @@ pub mod body;
 pub mod chunked;
 pub mod conn;
 pub mod head;
+pub mod idempotency;
 mod invite;
 pub mod page;
 pub mod reply;
@@ -565,6 +566,36 @@ async fn post(
             (post.user, app.accounts.has_users())
         }
     };
+    let deadline = Instant::now() + app.config.publish_timeout;
+    // A retry of a post that was answered already gets that answer.
+    let ticket = match header(req, "idempotency-key") {
+        None => None,
+        Some(key) => {
+            if !idempotency::valid_key(key) {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid Idempotency-Key: 1 to {} visible ASCII characters",
+                    idempotency::MAX_KEY
+                )));
+            }
+            let who = match asker.who.user() {
+                Some(account) => format!("a:{account}"),
+                None => format!("ip:{}", rate::client_key(client_ip(app, req, peer))),
+            };
+            let print = idempotency::fingerprint(&[
+                header(req, "content-type").unwrap_or_default().as_bytes(),
+                &bytes,
+                user.as_str().as_bytes(),
+            ]);
+            match claim_key(app, format!("{room}\n{who}\n{key}"), print, deadline).await? {
+                idempotency::Claim::Answered(body) => {
+                    let mut res = reply::json_bytes(201, body);
+                    res.insert_header("idempotent-replayed", "true");
+                    return Ok(Reply::Response(res));
+                }
+                idempotency::Claim::First(ticket) => Some(ticket),
+            }
+        }
+    };
     let draft = app
         .pipeline
         .apply(Draft::new(post.text))
@@ -580,7 +611,6 @@ async fn post(
         spans: draft.spans,
         guest,
     };
-    let deadline = Instant::now() + app.config.publish_timeout;
     match room
         .publish(
             Change::Post(new),
@@ -597,15 +627,29 @@ async fn post(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // The new message may have taken memory over the budget.
             app.reclaim();
-            Ok(Reply::Response(reply::json_bytes(
-                201,
-                event::message_json(&entry.frame).to_vec(),
-            )))
+            let body = event::message_json(&entry.frame).to_vec();
+            if let Some(ticket) = ticket {
+                ticket.done(&body).await;
+            }
+            Ok(Reply::Response(reply::json_bytes(201, body)))
         }
-        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
-        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
-        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
+        Err(e) => Err(publish_error(e)),
     }
+}
+
+/// Claims an `Idempotency-Key` scope where the keys live: in Redis with
+/// `--redis` (shared by the instances), else in this instance's memory.
+async fn claim_key(
+    app: &App,
+    scope: String,
+    print: u64,
+    deadline: Instant,
+) -> Result<idempotency::Claim, ApiError> {
+    #[cfg(feature = "redis")]
+    if let crate::history::Store::Redis(r) = &app.store {
+        return idempotency::claim_redis(r, scope, print, deadline).await;
+    }
+    app.idempotency.claim(scope, print, deadline).await
 }
 
 /// Decodes the `X-Chat-User` header: it may carry a percent-encoded UTF-8
@@ -693,13 +737,25 @@ fn health(app: &App) -> Response {
         memory_limit_bytes: usize,
     }
     let full = app.memory.over();
+    // With --redis, nothing can be posted or resumed while it is away.
+    let store_down = app.cluster.as_ref().is_some_and(|c| !c.is_up());
     let body = Health {
-        status: if full { "degraded" } else { "ok" },
-        reason: full.then(|| ApiError::MemoryFull.message()),
+        status: if store_down {
+            "unavailable"
+        } else if full {
+            "degraded"
+        } else {
+            "ok"
+        },
+        reason: if store_down {
+            Some(ApiError::StoreUnavailable.message())
+        } else {
+            full.then(|| ApiError::MemoryFull.message())
+        },
         memory_bytes: app.memory.used(),
         memory_limit_bytes: app.memory.limit(),
     };
-    let mut res = json(200, &body);
+    let mut res = json(if store_down { 503 } else { 200 }, &body);
     res.insert_header("cache-control", "no-store");
     res
 }
@@ -815,9 +871,21 @@ async fn delete(
             200,
             &serde_json::json!({ "id": id, "deleted": true, "event": entry.id }),
         ))),
-        Err(PublishError::Congested) => Err(ApiError::Congested { retry_after: 1 }),
-        Err(PublishError::Stopping) => Err(ApiError::ShuttingDown),
-        Err(PublishError::Storage(e)) => Err(ApiError::Storage(e)),
+        Err(e) => Err(publish_error(e)),
+    }
+}
+
+/// The answer to a post or delete that was not published.
+fn publish_error(e: PublishError) -> ApiError {
+    match e {
+        PublishError::Congested => ApiError::Congested { retry_after: 1 },
+        PublishError::Stopping => ApiError::ShuttingDown,
+        PublishError::Storage(e) => ApiError::Storage(e),
+        PublishError::Unavailable(e) => {
+            log::warn!("post refused: {e}");
+            ApiError::StoreUnavailable
+        }
+        PublishError::AlreadyDeleted => ApiError::Gone,
     }
 }
 

@@ -62,6 +62,11 @@ pub enum ApiError {
     Gone,
     /// 400: plain HTTP sent to the HTTPS port.
     PlainHttpOnTls,
+    /// 503: Redis (`--redis`) cannot be reached; the message was not
+    /// acknowledged.
+    StoreUnavailable,
+    /// 409: a post with the same `Idempotency-Key` is still in flight.
+    InProgress,
 }
 
 impl ApiError {
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound => 404,
             ApiError::Gone => 410,
+            ApiError::InProgress => 409,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Timeout => 408,
             ApiError::TooLarge(_) => 413,
@@ -86,6 +92,7 @@ impl ApiError {
             | ApiError::ShuttingDown
             | ApiError::Storage(_)
             | ApiError::StoreRead(_)
+            | ApiError::StoreUnavailable
             | ApiError::MemoryFull => 503,
         }
     }
@@ -120,7 +127,11 @@ impl ApiError {
             ApiError::Storage(e) => format!("could not store the message, it was not sent: {e}"),
             ApiError::StoreRead(e) => format!("could not read history: {e}"),
             ApiError::MemoryFull => "server memory budget reached; try again".into(),
+            ApiError::StoreUnavailable => crate::history::UNAVAILABLE.into(),
             ApiError::TooManyFromAddress => "too many connections from your address".into(),
+            ApiError::InProgress => {
+                "a post with this Idempotency-Key is still in progress; retry".into()
+            }
         }
     }
 
@@ -133,8 +144,9 @@ impl ApiError {
             ApiError::TooManyConnections
             | ApiError::ShuttingDown
             | ApiError::TooManyRooms
-            | ApiError::TooManyFromAddress => Some(1),
-            ApiError::MemoryFull => Some(2),
+            | ApiError::TooManyFromAddress
+            | ApiError::InProgress => Some(1),
+            ApiError::MemoryFull | ApiError::StoreUnavailable => Some(2),
             ApiError::Storage(_) | ApiError::StoreRead(_) => Some(5),
             _ => None,
         }
@@ -256,7 +268,7 @@ impl Cors {
             res.insert_header("access-control-allow-methods", "GET, POST, OPTIONS");
             res.insert_header(
                 "access-control-allow-headers",
-                "content-type, x-chat-user, last-event-id",
+                "content-type, x-chat-user, last-event-id, idempotency-key",
             );
             res.insert_header("access-control-max-age", "600");
         }

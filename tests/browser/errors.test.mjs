@@ -135,3 +135,47 @@ test('answers in plain words: 422 reason, 503 retried, network down', async () =
     await server.stop();
   }
 });
+
+test('a 503 after the post was stored: the retry, with the same Idempotency-Key, posts nothing twice', async () => {
+  const server = await startServer(['--rate', '0']);
+  try {
+    const context = await browser.newContext();
+    const page = await openPage(context, `${server.url}/#lost`);
+    await setName(page, 'iris');
+    await live(page);
+    const keys = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/rooms/lost/messages')) {
+        keys.push(r.headers()['idempotency-key']);
+      }
+    });
+    // The post reaches the server and is stored, but its answer is lost:
+    // the page sees a 503 and retries.
+    await page.route('**/rooms/lost/messages', async (route) => {
+      const stored = await route.fetch();
+      assert.equal(stored.status(), 201);
+      await route.fulfill({
+        status: 503,
+        headers: { 'retry-after': '1' },
+        contentType: 'application/json',
+        body: JSON.stringify({ error: 'room is congested: try again' }),
+      });
+    }, { times: 1 });
+    await send(page, 'lost answer');
+    await page.locator('#notice', { hasText: 'The room is busy, retrying in 1 s' }).waitFor();
+    await page.locator('#send-button', { hasText: /^Send$/ }).waitFor();
+    assert.equal(await page.locator('#text').inputValue(), '');
+    await waitForMessage(page, 'lost answer');
+    // One message, on the page and on the server; both tries sent one key.
+    const history = await (await fetch(`${server.url}/rooms/lost/messages`)).json();
+    assert.deepEqual(history.map((m) => m.text), ['lost answer']);
+    assert.equal(await page.locator('#messages li.msg .body', { hasText: 'lost answer' }).count(), 1);
+    assert.equal(keys.length, 2);
+    assert.match(keys[0], /^[0-9a-f]{32}$/);
+    assert.equal(keys[0], keys[1]);
+    assert.deepEqual(page.errors, []);
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});

@@ -698,3 +698,128 @@ impl Sse {
         (0..n).map(|_| self.until("message").json()).collect()
     }
 }
+
+/// A `redis-server` of the test's own, on a unix socket in a scratch
+/// folder, with nothing saved to disk unless asked (`persist`). Stopped on
+/// drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    persist: bool,
+}
+
+/// Whether the smolchat under test was built with the `redis` feature
+/// (the ARM builds are not): its `--help` says so.
+pub fn binary_has_redis() -> bool {
+    let out = smolchat_command()
+        .arg("--help")
+        .output()
+        .expect("run smolchat --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--redis URL"), "--help lists --redis");
+    !help.contains("not in this build")
+}
+
+impl Redis {
+    /// Starts one in `dir`. `None` when `redis-server` is not installed and
+    /// this is not CI (`SMOLCHAT_CI` unset): the test then says it skipped.
+    /// With `persist`, Redis writes an append-only file (fsync on every
+    /// write), so a restart keeps what it had.
+    pub fn start(dir: &std::path::Path, persist: bool) -> Option<Redis> {
+        if !binary_has_redis() {
+            eprintln!("skipping: the smolchat under test was built without the redis feature");
+            return None;
+        }
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("SMOLCHAT_CI").is_none(),
+                "redis-server is not installed (scripts/test.sh installs it)"
+            );
+            eprintln!("skipping: redis-server is not installed (apt install redis-server)");
+            return None;
+        }
+        let mut r = Redis {
+            child: None,
+            dir: dir.to_path_buf(),
+            sock: dir.join("redis.sock"),
+            persist,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    fn launch(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", "0", "--unixsocket"])
+            .arg(&self.sock)
+            .args(["--unixsocketperm", "700", "--save", "", "--dir"])
+            .arg(&self.dir);
+        if self.persist {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.cli_try(&["PING"]).as_deref() != Some("PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10)); // polling a process, not synchronising
+        }
+    }
+
+    /// The URL for `--redis`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.sock.display())
+    }
+
+    fn cli_try(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.sock)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs `redis-cli` against it; its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_try(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    /// Stops it (SIGKILL: nothing is flushed beyond what it fsynced).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again in the same folder, on the same socket.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -11,7 +11,7 @@
 //! - the frame is UTF-8 and reads as exactly one event, of the event's
 //!   name, with no `lastEventId` but a message's id, no `retry` but the
 //!   shutdown's, whose `data` is the JSON of the event; a message's JSON is
-//!   the message (id, room, user, text, time, spans) and is what
+//!   the message (id, room, user, text, time, spans, guest, deleted) and is what
 //!   [`message_json`] cuts out of the frame;
 //! - in a stream (the `retry:` preamble, a keep-alive comment, the event
 //!   twice), in HTTP chunks decoded by the chunked decoder, the events
@@ -59,6 +59,8 @@ pub fn check(data: &[u8]) {
                 text,
                 time: Timestamp(b as i64),
                 spans,
+                guest: a & 1 == 1,
+                deleted: a & 2 == 2,
             });
             return;
         }
@@ -140,9 +142,17 @@ fn check_message(msg: &Message) {
             assert_eq!(&back, spans);
         }
     }
+    assert_eq!(v.get("guest").is_some(), msg.guest);
+    assert_eq!(v.get("deleted").is_some(), msg.deleted);
+    if msg.guest {
+        assert_eq!(v["guest"].as_bool(), Some(true));
+    }
+    if msg.deleted {
+        assert_eq!(v["deleted"].as_bool(), Some(true));
+    }
     assert_eq!(
         v.as_object().map(|o| o.len()),
-        Some(5 + msg.spans.is_some() as usize)
+        Some(5 + msg.spans.is_some() as usize + msg.guest as usize + msg.deleted as usize)
     );
     assert_eq!(
         message_json(&frame),
