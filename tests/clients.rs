@@ -310,6 +310,100 @@ fn tail_through_a_proxy_that_cuts_the_connection_misses_nothing() {
     tail.quiet_for(Duration::from_millis(300));
 }
 
+/// Reads one HTTP message (head and `content-length` body) off `r`.
+fn read_message(r: &mut impl BufRead) -> Vec<u8> {
+    let mut message = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "the message ended early"
+        );
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        message.extend_from_slice(line.as_bytes());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let start = message.len();
+    message.resize(start + length, 0);
+    r.read_exact(&mut message[start..]).unwrap();
+    message
+}
+
+#[test]
+fn say_retry_after_a_503_whose_post_was_stored_posts_it_once() {
+    // A proxy that loses the first answer: the post reaches the server and
+    // is stored, the client gets a 503 (as from a proxy that gave up).
+    let s = Server::start(&["--rate", "0"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via = format!("http://{}", listener.local_addr().unwrap());
+    let to = s.addr;
+    let (keys, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let mut from_client = BufReader::new(client.try_clone().unwrap());
+            let request = read_message(&mut from_client);
+            let head = String::from_utf8_lossy(&request).to_lowercase();
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("idempotency-key: "))
+                .map(|k| k.trim().to_string());
+            let _ = keys.send(key);
+            let mut server = TcpStream::connect(to).unwrap();
+            server.write_all(&request).unwrap();
+            let answer = read_message(&mut BufReader::new(server));
+            let mut client = client;
+            if n == 0 {
+                client
+                    .write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\n\
+                          content-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .unwrap();
+            } else {
+                client.write_all(&answer).unwrap();
+            }
+        }
+    });
+    let out = say(&["--server", &via, "--retry", "the kettle is on"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+    // Two tries, one key: a fresh 128-bit one, the same on the retry.
+    let first = seen
+        .recv_timeout(WAIT)
+        .unwrap()
+        .expect("a key on the first try");
+    let second = seen
+        .recv_timeout(WAIT)
+        .unwrap()
+        .expect("a key on the retry");
+    assert_eq!(first, second);
+    assert!(
+        first.len() == 32 && first.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{first}"
+    );
+    // One message in the room.
+    let history = s.get("/messages").json();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history[0]["text"], "the kettle is on");
+    // Another message gets another key.
+    let out = say(&["--server", &via, "and again"], "");
+    assert!(out.status.success());
+    let third = seen.recv_timeout(WAIT).unwrap().unwrap();
+    assert_ne!(third, first);
+}
+
 #[test]
 fn bad_urls_refusals_and_busy_servers_are_one_line_and_an_exit_code() {
     let s = Server::start(&[

@@ -254,8 +254,8 @@ pub fn help(name: &str) -> String {
                 \n\
                 Both take --server URL (or SMOLCHAT_SERVER; default http://localhost:8080), --token TOKEN\n\
                 (or SMOLCHAT_TOKEN) and, for https:// with a local CA, --cacert FILE.\n\
-                --retry waits out 429 and 503 (Retry-After) and tries again. tail reconnects by itself\n\
-                with Last-Event-ID and never prints a message twice.\n\
+                --retry waits out 429, 503 and 409 (Retry-After) and tries again, under one Idempotency-Key.\n\
+                tail reconnects by itself with Last-Event-ID and never prints a message twice.\n\
                 Exit codes: 0 ok, 1 network, 2 usage, 3 refused (4xx), 4 busy or failing (429, 5xx).\n"
             .to_string();
     }

@@ -4,7 +4,12 @@
 //! Exit codes: 0 posted; 1 the server could not be reached or answered
 //! nonsense; 2 usage; 3 the server refused the message (a 4xx: too long,
 //! refused by a transform, not allowed...); 4 the server is busy or failing
-//! (`429` and `503` unless `--retry` waited them out, other 5xx).
+//! (`429`, `503` and `409` unless `--retry` waited them out, other 5xx).
+//!
+//! Each message carries an `Idempotency-Key`, the same on every retry: a
+//! `503` whose post was stored all the same (a proxy gave up waiting for
+//! the answer) is answered `201` with that message on the retry, not
+//! posted twice.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -101,11 +106,13 @@ async fn post(
         body["user"] = u.as_str().into();
     }
     let body = body.to_string();
+    let key = idempotency_key()?;
     let mut tries = 0;
     loop {
         tries += 1;
         let mut req = Request::new(Method::Post, server.url(path));
         req.insert_header("content-type", "application/json");
+        req.insert_header("idempotency-key", key.as_str());
         req.insert_header(
             "user-agent",
             concat!("smolchat/", env!("CARGO_PKG_VERSION")),
@@ -130,7 +137,8 @@ async fn post(
                     .map(|p| p.id)
                     .map_err(|_| network(Error::BadResponse("a 201 without a message id".into())));
             }
-            429 | 503 if retry && tries < MAX_TRIES => {
+            // 409: a try before this one is still in flight on the server.
+            409 | 429 | 503 if retry && tries < MAX_TRIES => {
                 let wait = Duration::from_secs(wait.unwrap_or(1)).min(MAX_WAIT);
                 eprintln!(
                     "smolchat say: {status} {}; retrying in {} s",
@@ -139,7 +147,7 @@ async fn post(
                 );
                 smol::Timer::after(wait).await;
             }
-            429 | 503 => {
+            409 | 429 | 503 => {
                 let hint = if retry {
                     ""
                 } else {
@@ -154,6 +162,13 @@ async fn post(
             _ => return Err(Failure::Busy(format!("{status} {}", error_text(&text)))),
         }
     }
+}
+
+/// 128 random bits in hex: one message's key, for all its tries.
+fn idempotency_key() -> Result<String, Failure> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| Failure::Failed(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn network(e: Error) -> Failure {
