@@ -9,14 +9,19 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use smolchat::message::Timestamp;
 use support::{Scratch, Server, WAIT};
 
 /// Runs `smolchat ARGS --db DB`, with `stdin` on its standard input.
 fn cli(db: &str, args: &[&str], stdin: &str) -> Output {
     let mut cmd = support::smolchat_command();
-    cmd.args(args)
-        .args(["--db", db])
-        .stdin(Stdio::piped())
+    cmd.args(args).args(["--db", db]);
+    run(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` on its standard input.
+fn run(mut cmd: std::process::Command, stdin: &str) -> Output {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn smolchat");
@@ -625,4 +630,425 @@ fn deletes_reach_every_stream_also_after_a_resume_and_leave_the_file() {
     });
     assert_eq!(delete(&[&ana], keep).status, 200);
     assert_eq!(live.until("delete").json()["id"].as_u64(), Some(keep));
+}
+
+/// The moment after `expires` or `expired` in a `token add` or `token list`
+/// line.
+fn expiry_in(line: &str) -> Option<Timestamp> {
+    line.split([' ', '\t', ')'])
+        .skip_while(|w| *w != "expires" && *w != "expired")
+        .nth(1)
+        .and_then(Timestamp::parse)
+}
+
+/// The line of `token list` output about token `id`.
+fn listed<'a>(list: &'a str, id: &str) -> &'a str {
+    list.lines()
+        .find(|l| l.split('\t').next() == Some(id))
+        .unwrap_or_else(|| panic!("token {id} not in {list:?}"))
+}
+
+#[test]
+fn a_token_past_its_expiry_is_refused_and_token_list_says_when() {
+    let dir = Scratch::new("access-expiry");
+    let db = dir.db();
+    let s = Server::start(&["--db", &db, "--rate", "0"]);
+    add_user(&db, "bob", false);
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    // A second is the smallest duration --expires takes (it is stored in
+    // whole seconds): this one expires within about a second.
+    let out = ok(&db, &["token", "add", "bob", "--expires", "1s"], "");
+    let short = out.lines().next().unwrap().to_string();
+    let short_until = expiry_in(out.lines().nth(1).unwrap()).expect("an expiry");
+    let (long, long_id) = token(&db, "bob", &["--expires", "30d", "--label", "backup"]);
+    let list = ok(&db, &["token", "list", "bob"], "");
+    let line = listed(&list, &long_id);
+    let until = expiry_in(line).unwrap_or_else(|| panic!("no expiry in {line:?}"));
+    let month = Timestamp::now().0 + 30 * 86_400;
+    assert!((until.0 - month).abs() < 3600, "{line}");
+    assert!(
+        line.contains(&format!("\tread-write\texpires {until}\tbackup\tmade ")),
+        "{line}"
+    );
+    assert!(!list.contains(&short[3..]) && !list.contains(&long[3..]));
+    // The server reads every token at once: when it knows the later one, it
+    // knows the short one.
+    eventually("the server loads the tokens", || {
+        s.get_with("/me", &[&bearer(&long)]).json()["user"] == "bob"
+    });
+    // Waiting for a moment on the clock the server reads, not for a thread.
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(short_until.0 as u64);
+    while std::time::SystemTime::now() < at {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        statuses(&s, "free", &[&bearer(&short)]),
+        (401, 401, 401),
+        "an expired token, where anyone may read and post"
+    );
+    let r = s.get_with("/rooms/free/messages", &[&bearer(&short)]);
+    assert_eq!(r.error(), "invalid or expired token");
+    let q = format!("/rooms/free/events?auth={short}");
+    assert_eq!(s.sse(&q).response.status, 401);
+    assert_eq!(
+        statuses(&s, "free", &[&bearer(&long)]),
+        (200, 200, 201),
+        "the 30-day token"
+    );
+    let list = ok(&db, &["token", "list"], "");
+    let expired = list
+        .lines()
+        .find(|l| l.contains("\texpired "))
+        .unwrap_or_else(|| panic!("no expired token in {list:?}"));
+    assert_eq!(expiry_in(expired), Some(short_until), "{expired}");
+}
+
+#[test]
+fn token_list_access_list_and_access_reset_while_the_server_runs() {
+    let Setup {
+        _dir,
+        s,
+        db,
+        bob_token,
+        cy_token,
+    } = setup("lists", "read-write");
+    // token list: one line per token, never the token itself.
+    let all = ok(&db, &["token", "list"], "");
+    let rows: Vec<Vec<&str>> = all.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{all}");
+    assert_eq!(
+        rows[0][1..5],
+        ["bob", "read-write", "never expires", "scripts"]
+    );
+    assert_eq!(rows[1][1..5], ["cy", "read-only", "never expires", "-"]);
+    for r in &rows {
+        assert!(r[0].len() >= 6 && r[5].starts_with("made 20"), "{r:?}");
+    }
+    assert!(!all.contains(&bob_token[3..]) && !all.contains(&cy_token[3..]));
+    let bob_id = rows[0][0];
+    assert_eq!(
+        ok(&db, &["token", "list", "bob"], "").lines().count(),
+        1,
+        "only bob's"
+    );
+    assert!(ok(&db, &["token", "list", "bob"], "").starts_with(&format!("{bob_id}\tbob\t")));
+    assert_eq!(ok(&db, &["token", "list", "ana"], ""), "no tokens\n");
+    ok(&db, &["token", "remove", bob_id], "");
+    assert_eq!(ok(&db, &["token", "list", "bob"], ""), "no tokens\n");
+
+    // access list: everyone's rules first, then by user and pattern.
+    assert_eq!(
+        ok(&db, &["access", "list"], ""),
+        "everyone\tdrop\two\n\
+         everyone\tlobby\tro\n\
+         everyone\tteam-*\tdeny\n\
+         bob\tteam-*\trw\n\
+         cy\tteam-*\trw\n"
+    );
+    assert_eq!(statuses(&s, "team-a", &[]), (401, 401, 401));
+    assert_eq!(statuses(&s, "lobby", &[]).2, 401);
+    // access reset: the running server drops the rules at its next reload.
+    let started = Instant::now();
+    assert_eq!(ok(&db, &["access", "reset"], ""), "deleted 5 rules\n");
+    eventually("the reset reaches the server", || {
+        s.get("/rooms/team-a/messages").status == 200
+    });
+    println!(
+        "access reset: applied {:?} after the command",
+        started.elapsed()
+    );
+    assert_eq!(
+        ok(&db, &["access", "list"], ""),
+        "no rules: everyone has --default-access\n"
+    );
+    assert_eq!(statuses(&s, "team-a", &[]), (200, 200, 201));
+    assert_eq!(statuses(&s, "lobby", &[]), (200, 200, 201));
+    assert_eq!(ok(&db, &["access", "reset"], ""), "deleted 0 rules\n");
+}
+
+#[test]
+fn subcommands_take_smolchat_db_and_db_wins_over_it() {
+    let dir = Scratch::new("access-env");
+    let env_db = dir.0.join("from-env.db").to_str().unwrap().to_string();
+    // Run in the scratch folder, so a subcommand that ignored the variable
+    // would make ./smolchat.db there (the default), not in the repository.
+    let with_env = |args: &[&str], stdin: &str| {
+        let mut cmd = support::smolchat_command();
+        cmd.args(args)
+            .current_dir(&dir.0)
+            .env("SMOLCHAT_DB", &env_db)
+            .env_remove("SMOLCHAT_REDIS");
+        let out = run(cmd, stdin);
+        assert!(
+            out.status.success(),
+            "SMOLCHAT_DB=… smolchat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    with_env(&["user", "add", "ana", "--password-stdin"], "pw-of-ana\n");
+    let token = with_env(&["token", "add", "ana"], "");
+    let token = token.lines().next().unwrap().to_string();
+    with_env(&["access", "everyone", "team-*", "deny"], "");
+    assert!(with_env(&["user", "list"], "").starts_with("ana\tuser\t1 tokens"));
+    assert!(with_env(&["token", "list", "ana"], "").contains("\tana\t"));
+    assert_eq!(
+        with_env(&["access", "list"], ""),
+        "everyone\tteam-*\tdeny\n"
+    );
+    assert!(
+        !dir.0.join("smolchat.db").exists(),
+        "nothing went to the default file"
+    );
+    // The file is the one --db names.
+    assert!(ok(&env_db, &["user", "list"], "").starts_with("ana\t"));
+    let s = Server::start(&["--db", &env_db]);
+    let bearer = format!("Authorization: Bearer {token}");
+    eventually("the server knows ana's token", || {
+        s.get_with("/me", &[&bearer]).json()["user"] == "ana"
+    });
+    assert_eq!(s.get("/rooms/team-a/messages").status, 401);
+    // --db beats the variable.
+    let other = dir.0.join("other.db").to_str().unwrap().to_string();
+    with_env(
+        &["user", "add", "bob", "--password-stdin", "--db", &other],
+        "pw-of-bob\n",
+    );
+    assert!(ok(&other, &["user", "list"], "").starts_with("bob\t"));
+    assert!(!ok(&env_db, &["user", "list"], "").contains("bob"));
+}
+
+/// Posts with each of `headers` in turn on one connection; the statuses,
+/// and how long it all took.
+fn post_round(s: &Server, headers: &[Vec<String>]) -> (Vec<u16>, Duration) {
+    let mut conn = std::io::BufReader::new(s.connect());
+    let started = Instant::now();
+    let mut got = Vec::new();
+    for h in headers {
+        let mut all = vec!["Content-Type: text/plain"];
+        all.extend(h.iter().map(String::as_str));
+        let req = support::post_bytes("/rooms/rate/messages", &all, b"hi");
+        conn.get_mut().write_all(&req).unwrap();
+        let r = support::read_response(&mut conn).unwrap();
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+        }
+        got.push(r.status);
+    }
+    (got, started.elapsed())
+}
+
+#[test]
+fn the_rate_limit_counts_per_account_not_per_address() {
+    let dir = Scratch::new("access-rate");
+    let db = dir.db();
+    let s = Server::start(&[
+        "--db",
+        &db,
+        "--rate",
+        "1",
+        "--rate-burst",
+        "1",
+        "--trust-proxy",
+    ]);
+    add_user(&db, "bob", false);
+    add_user(&db, "cy", false);
+    let (bob, _) = token(&db, "bob", &[]);
+    let (cy, _) = token(&db, "cy", &[]);
+    let bob = format!("Authorization: Bearer {bob}");
+    let cy = format!("Authorization: Bearer {cy}");
+    eventually("the server loads the tokens", || {
+        s.get_with("/me", &[&cy]).json()["user"] == "cy"
+    });
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}");
+    let round: Vec<Vec<String>> = vec![
+        // Two accounts from one address: a post each.
+        vec![bob.clone(), from("198.51.100.1")],
+        vec![cy.clone(), from("198.51.100.1")],
+        // One account from another address: its budget is spent.
+        vec![bob.clone(), from("198.51.100.2")],
+        vec![cy.clone(), from("198.51.100.1")],
+        // Without an account, each address has its own.
+        vec![from("198.51.100.3")],
+        vec![from("198.51.100.4")],
+        vec![from("198.51.100.3")],
+    ];
+    let want = vec![201, 201, 429, 429, 201, 201, 429];
+    // One token a second: a round that took a second or more may have been
+    // refilled on the way, and says nothing. Then the buckets are full again
+    // a second after it: try again from there.
+    for attempt in 0.. {
+        let (got, took) = post_round(&s, &round);
+        if took < Duration::from_millis(900) {
+            assert_eq!(got, want);
+            break;
+        }
+        assert!(attempt < 5, "every round took a second or more: {took:?}");
+        let refilled = Instant::now() + Duration::from_millis(1100);
+        while Instant::now() < refilled {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_ready_line_and_the_log_say_when_anyone_may_use_a_public_address() {
+    for (addr, access, open) in [
+        ("0.0.0.0:0", "read-write", true),
+        ("0.0.0.0:0", "read-only", true),
+        ("0.0.0.0:0", "write-only", true),
+        ("0.0.0.0:0", "deny", false),
+        ("127.0.0.1:0", "read-write", false),
+    ] {
+        // A later --addr wins over the harness's 127.0.0.1:0.
+        let mut s = Server::start(&["--addr", addr, "--default-access", access]);
+        assert_eq!(s.get("/healthz").status, 200);
+        let note = format!("(open to everyone who can reach it: --default-access {access})");
+        assert_eq!(
+            s.ready.ends_with(&note),
+            open,
+            "{addr} {access}: {:?}",
+            s.ready
+        );
+        s.signal("TERM");
+        assert!(s.wait_exit(WAIT).expect("exits").success());
+        let log = s.stderr_to_end();
+        let warned = log
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(&note) && l.contains("docs/access.md"));
+        assert_eq!(warned, open, "{addr} {access}: {log:?}");
+    }
+}
+
+#[test]
+fn a_token_in_the_query_is_never_logged() {
+    let dir = Scratch::new("access-nolog");
+    let db = dir.db();
+    add_user(&db, "bob", false);
+    let (tok, _) = token(&db, "bob", &[]);
+    ok(&db, &["access", "bob", "team-*", "rw"], "");
+    let wrong = "sc_NotARealTokenButStillASecret0123456789abcd";
+    // trace: every level, of every crate, of what the server writes.
+    let mut s = Server::start_env(
+        &["--db", &db, "--default-access", "deny", "--rate", "0"],
+        &[("RUST_LOG", "trace")],
+    );
+    let q = |path: &str, t: &str| format!("{path}?auth={t}");
+    let mut st = s.sse(&q("/rooms/team-a/events", &tok));
+    assert_eq!(st.response.status, 200);
+    st.until("hello");
+    assert_eq!(
+        s.sse(&q("/rooms/team-a/events", wrong)).response.status,
+        401
+    );
+    assert_eq!(s.get(&q("/rooms/team-a/messages", &tok)).status, 401);
+    let post = s.post(&q("/rooms/team-a/messages", &tok), "text/plain", "hi");
+    assert_eq!(post.status, 401);
+    assert_eq!(s.get(&q("/rooms/no%20such/events", &tok)).status, 400);
+    assert_eq!(s.get(&q("/nowhere", &tok)).status, 404);
+    let target = q("/rooms/team-a/events", &tok);
+    for bad in [
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\nnot a header\r\n\r\n"),
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\nContent-Length: zz\r\n\r\n"),
+        format!("GET {target} HTTP/1.0 x\r\nHost: t\r\n\r\n"),
+        format!("get {target} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET {target}&\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n"),
+    ] {
+        let r = s.raw(bad.as_bytes());
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+    }
+    // A stream ended by a rule change is logged, by room.
+    ok(&db, &["access", "bob", "team-*", "deny"], "");
+    assert!(ends(&mut st), "the stream ends");
+    s.signal("TERM");
+    assert!(s.wait_exit(WAIT).expect("exits").success());
+    let log = s.stderr_to_end();
+    assert!(
+        log.iter().any(|l| l.contains("DEBUG")) && log.iter().any(|l| l.contains("team-a")),
+        "the server logged at debug level, and about the room: {log:?}"
+    );
+    for secret in [&tok[3..], &wrong[3..]] {
+        let leaks: Vec<&String> = log.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "a token in the log: {leaks:?}");
+    }
+}
+
+#[test]
+fn rules_with_read_only_and_write_only_defaults() {
+    for default_access in ["read-only", "write-only"] {
+        let Setup {
+            _dir,
+            s,
+            bob_token,
+            cy_token,
+            ..
+        } = setup("matrix-ro-wo", default_access);
+        let bob = format!("Authorization: Bearer {bob_token}");
+        let cy = format!("Authorization: Bearer {cy_token}");
+        let ana = basic("ana");
+        let ro = default_access == "read-only";
+        // A room no rule names gets the default.
+        type Case<'a> = (&'a str, Vec<&'a str>, &'a str, (u16, u16, u16));
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "anonymous",
+                vec![],
+                "free",
+                if ro { (200, 200, 401) } else { (401, 401, 201) },
+            ),
+            (
+                "bob by token",
+                vec![&bob],
+                "free",
+                if ro { (200, 200, 403) } else { (403, 403, 201) },
+            ),
+            (
+                "cy read-only token",
+                vec![&cy],
+                "free",
+                if ro { (200, 200, 403) } else { (403, 403, 403) },
+            ),
+            ("ana admin by Basic", vec![&ana], "free", (200, 200, 201)),
+            // Rules beat the default, either way.
+            ("anonymous", vec![], "lobby", (200, 200, 401)),
+            ("anonymous", vec![], "drop", (401, 401, 201)),
+            ("anonymous", vec![], "team-a", (401, 401, 401)),
+            ("bob by token", vec![&bob], "team-a", (200, 200, 201)),
+            ("bob by token", vec![&bob], "drop", (403, 403, 201)),
+        ];
+        for (who, headers, room, want) in cases {
+            assert_eq!(
+                statuses(&s, room, &headers),
+                want,
+                "{who} in {room} with --default-access {default_access}"
+            );
+        }
+        // GET /rooms lists what the asker may read.
+        let listed = |h: &[&str]| -> Vec<String> {
+            let mut rooms: Vec<String> = s
+                .get_with("/rooms", h)
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["room"].as_str().unwrap().to_string())
+                .collect();
+            rooms.sort();
+            rooms
+        };
+        let everything = ["drop", "free", "lobby", "team-a"];
+        assert_eq!(listed(&[&ana]), everything);
+        if ro {
+            assert_eq!(listed(&[]), ["free", "lobby"]);
+            assert_eq!(listed(&[&bob]), ["free", "lobby", "team-a"]);
+        } else {
+            assert_eq!(listed(&[]), ["lobby"]);
+            assert_eq!(listed(&[&bob]), ["lobby", "team-a"]);
+        }
+        // Not read-write: /metrics is for admins (and the machine itself).
+        let far = "X-Forwarded-For: 203.0.113.5";
+        assert_eq!(s.get_with("/metrics", &[far]).status, 401);
+        assert_eq!(s.get_with("/metrics", &[far, &bob]).status, 403);
+        assert_eq!(s.get_with("/metrics", &[far, &ana]).status, 200);
+    }
 }

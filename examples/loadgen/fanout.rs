@@ -307,7 +307,7 @@ pub(crate) fn run(args: &Args) {
     );
     let json = measure(&server, "bench", &load);
     println!("{json}");
-    eprintln!("fanout: {}", summary(&json));
+    eprintln!("fanout ({}): {}", server.kind, summary(&json));
     if let Some(e) = json["first_error"].as_str() {
         eprintln!("fanout: first subscriber error: {e}");
     }
@@ -417,6 +417,7 @@ pub(crate) fn measure_on(servers: &[&Server], room: &str, load: &Load) -> serde_
     let post_secs = (posted_us.saturating_sub(start_us)) as f64 / 1e6;
     serde_json::json!({
         "scenario": "fanout",
+        "server": servers[0].kind,
         "subscribers": subs,
         "online": online,
         "posters": posters,

@@ -106,6 +106,7 @@ pub(crate) fn run(args: &Args) {
     let top_level = per_level.last().unwrap();
     let json = serde_json::json!({
         "scenario": "idle",
+        "server": server.kind,
         "baseline_rss_kb": base_kb,
         "levels": levels_json,
         "subscribers": top_level.0,
@@ -129,8 +130,9 @@ pub(crate) fn run(args: &Args) {
         })
         .collect();
     eprintln!(
-        "idle: baseline RSS {base_kb} kB; {}; {failed} failed; over {:.0} s with {idle_n} idle streams: \
+        "idle ({}): baseline RSS {base_kb} kB; {}; {failed} failed; over {:.0} s with {idle_n} idle streams: \
          server CPU {:.3} ms, {idle_wakes} wake-ups",
+        server.kind,
         levels_txt.join("; "),
         window.as_secs_f64(),
         idle_cpu.as_secs_f64() * 1000.0,

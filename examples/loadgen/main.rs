@@ -13,6 +13,7 @@
 //! cargo run --release --example loadgen -- missread --db target/bench/missread.db
 //! cargo run --release --example loadgen -- tls --clients 2 --seconds 3
 //! scripts/bench.sh --quick          # the whole set, as a markdown table
+//! scripts/bench.sh --compare        # against the axum + tokio peer (benches/peer)
 //! scripts/bench.sh --memory         # the memory-budget set
 //! ```
 //!
@@ -39,6 +40,13 @@
 //!   instance without Redis, and posts/s through Redis.
 //! - `report`: reads the JSON lines of many runs on stdin and prints the
 //!   markdown table of medians against the targets ([`report`]).
+//! - `compare`: reads the tagged JSON lines of `scripts/bench.sh
+//!   --compare` on stdin and prints smolchat's medians next to the peer's,
+//!   with their ratios ([`compare`]).
+//!
+//! `--server benches/peer/target/release/peer` runs `post`, `fanout`,
+//! `idle` and `slow` against the benchmark's peer, an axum + tokio server
+//! of the same API subset (see [`server`]).
 //!
 //! It is a tool, not a test: figures vary with the machine. Only 127.0.0.1
 //! is used; every loop is bounded in count and in time (`--timeout`); the
@@ -47,6 +55,7 @@
 
 mod client;
 mod cluster;
+mod compare;
 mod fanout;
 mod fill;
 mod idle;
@@ -97,7 +106,7 @@ impl Args {
 }
 
 const USAGE: &str =
-    "usage: loadgen post|fanout|idle|slow|fill|missread|tls|cluster|report [--clients N] [--subscribers N[,N..]] \
+    "usage: loadgen post|fanout|idle|slow|fill|missread|tls|cluster|report|compare [--clients N] [--subscribers N[,N..]] \
 [--messages M] [--rate R] [--seconds S] [--size BYTES] [--rooms R] [--resumes N] \
 [--db PATH|:memory:] [--sync full|normal] \
 [--server BIN] [--server-cpu LIST] [--loadgen-cpu LIST] [--timeout S] [-- server flags]";
@@ -203,6 +212,9 @@ fn main() {
     let args = parse_args();
     if args.scenario == "report" {
         return report::run();
+    }
+    if args.scenario == "compare" {
+        return compare::run();
     }
     if let Some(cpus) = &args.loadgen_cpu {
         pin_self(cpus);

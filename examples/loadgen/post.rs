@@ -85,6 +85,7 @@ pub(crate) fn run(args: &Args) {
     };
     let json = serde_json::json!({
         "scenario": "post",
+        "server": server.kind,
         "db": if args.db == ":memory:" { ":memory:" } else { "file" },
         "sync": args.sync,
         "clients": clients,
@@ -106,8 +107,9 @@ pub(crate) fn run(args: &Args) {
     });
     println!("{json}");
     eprintln!(
-        "post: {clients} clients, db {} (sync {}): {:.0} posts/s, p50 {:.2} ms, p99 {:.2} ms; {refused} refused; \
+        "post ({}): {clients} clients, db {} (sync {}): {:.0} posts/s, p50 {:.2} ms, p99 {:.2} ms; {refused} refused; \
          {commits} commits for {stored} messages = {per_msg:.3} commits/message; server CPU {:.2} s, peak RSS {} kB",
+        server.kind,
         args.db,
         args.sync,
         ok / elapsed,

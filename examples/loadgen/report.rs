@@ -9,7 +9,7 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -22,7 +22,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn get(run: &Value, path: &str) -> f64 {
+pub(crate) fn get(run: &Value, path: &str) -> f64 {
     let mut v = run;
     for key in path.split('.') {
         v = match key.parse::<usize>() {
@@ -83,7 +83,7 @@ fn label(run: &Value) -> String {
     }
 }
 
-fn fmt(x: f64) -> String {
+pub(crate) fn fmt(x: f64) -> String {
     if x.is_nan() {
         "n/a".into()
     } else if x.abs() >= 1000.0 {

@@ -1,6 +1,13 @@
 //! The server under test: started from the release binary on 127.0.0.1:0,
 //! observed through `/proc/PID` (CPU time, RSS) and `/metrics`, killed on
 //! drop (SIGTERM, then SIGKILL) or by the `--timeout` watchdog.
+//!
+//! `--server` may also name the benchmark's peer (`benches/peer`, axum +
+//! tokio): it takes smolchat's flags and ignores what it does not
+//! implement, and says `peer listening on ...` where smolchat says
+//! `smolchat listening on ...`. Which one answered is [`Server::kind`];
+//! smolchat-only figures (store commits, evictions) read 0 from the peer's
+//! minimal `/metrics`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,6 +33,8 @@ pub(crate) fn kill_running() {
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// `smolchat` or `peer`, from the ready line.
+    pub(crate) kind: &'static str,
 }
 
 impl Server {
@@ -80,16 +89,20 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("smolchat listening on ")
+        let line = line.trim();
+        let (kind, rest) = if let Some(rest) = line.strip_prefix("smolchat listening on ") {
+            ("smolchat", Some(rest))
+        } else {
+            ("peer", line.strip_prefix("peer listening on "))
+        };
+        let addr = rest
             .and_then(|rest| rest.split_once("://"))
             .map(|(_, rest)| rest)
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
             .parse()
             .unwrap();
-        Server { child, addr }
+        Server { child, addr, kind }
     }
 
     pub(crate) fn pid(&self) -> u32 {

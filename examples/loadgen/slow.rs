@@ -2,7 +2,10 @@
 //!
 //! The stalled subscriber reads its response head, then nothing (its
 //! receive buffer is shrunk so it fills soon). Posters post unpaced for
-//! `--seconds` (default 8). What the SPEC promises, checked here:
+//! `--seconds` (default 8), or, with `--messages M`, until M posts are
+//! answered: then `posting_s` is how long the room took to take them,
+//! the figure `scripts/bench.sh --compare` sets against the peer's. What
+//! the SPEC promises, checked here:
 //!
 //! - the other subscribers get every accepted message once, in order;
 //! - once the stalled socket is full the room queue fills, posts wait, and
@@ -81,7 +84,14 @@ pub(crate) fn run(args: &Args) {
             })
         };
         let start_us = now_us();
-        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        // A count of posts, or a time.
+        let (messages, until) = match args.messages {
+            0 => (
+                usize::MAX,
+                Some(Instant::now() + Duration::from_secs_f64(seconds)),
+            ),
+            m => (m, None),
+        };
         let posts: Vec<_> = (0..posters)
             .map(|p| {
                 ex.spawn(poster(
@@ -89,20 +99,20 @@ pub(crate) fn run(args: &Args) {
                     "slow",
                     p,
                     posters,
-                    usize::MAX,
+                    messages,
                     0.0,
                     start_us,
                     args.size_or(64),
-                    Some(until),
+                    until,
                 ))
             })
             .collect();
         let Finished {
             posted,
+            posted_us,
             accepted,
             max_id,
             records,
-            ..
         } = finish(posts, subscribers, &shared).await;
         // The stalled one: read what the kernel held for it, then expect
         // the end of the stream (or a reset) within a few seconds.
@@ -141,6 +151,7 @@ pub(crate) fn run(args: &Args) {
             ended,
             evicted,
             start_us,
+            posted_us,
         )
     }));
     let (
@@ -154,6 +165,7 @@ pub(crate) fn run(args: &Args) {
         ended,
         evicted,
         start_us,
+        posted_us,
     ) = out;
 
     let mut faults = Faults::default();
@@ -194,9 +206,12 @@ pub(crate) fn run(args: &Args) {
     let bounded_kb = peak_kb.saturating_sub(base_kb);
     let json = serde_json::json!({
         "scenario": "slow",
+        "server": server.kind,
         "subscribers": readers,
         "posters": posters,
-        "seconds": seconds,
+        "seconds": if args.messages == 0 { Some(seconds) } else { None },
+        "messages": args.messages,
+        "posting_s": round(posted_us.saturating_sub(start_us) as f64 / 1e6, 3),
         "accepted": accepted.len(),
         "ids_consecutive": consecutive,
         "refused_503": refused_503,
@@ -221,11 +236,13 @@ pub(crate) fn run(args: &Args) {
     });
     println!("{json}");
     eprintln!(
-        "slow: {readers} readers + 1 stalled, {posters} posters for {seconds} s: {} accepted (ids consecutive: {consecutive}), \
+        "slow ({}): {readers} readers + 1 stalled, {posters} posters, posting took {:.2} s: {} accepted (ids consecutive: {consecutive}), \
          {refused_503} got 503 (first at {:?} s, waited {:.0} ms), {accepted_after} accepted after the stall; \
          readers: missing {}, duplicate {}, out of order {}, mismatched {}, errors {errors}; \
          stalled: got {} in order ({} faults), disconnected {ended}, evicted metric {evicted}; \
          RSS {base_kb} kB -> peak {peak_kb} kB",
+        server.kind,
+        posted_us.saturating_sub(start_us) as f64 / 1e6,
         accepted.len(),
         rel(first_503),
         percentile_ms(&wait_503, 0.5),

@@ -53,6 +53,8 @@ pub fn emulated() -> bool {
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The ready line (the first line on stdout).
+    pub ready: String,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -116,6 +118,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            ready: line,
             stderr: erx,
         }
     }
@@ -320,6 +323,23 @@ impl Server {
     /// Whatever the server logged to stderr so far.
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
+    }
+
+    /// Everything the server logged to stderr not yet taken, up to its
+    /// end: call it after the process exited ([`Server::wait_exit`]).
+    pub fn stderr_to_end(&self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the server's stderr did not end; got {lines:?}")
+                }
+            }
+        }
     }
 }
 
