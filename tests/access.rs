@@ -151,11 +151,14 @@ fn setup(test: &str, default_access: &str) -> Setup {
     ok(&db, &["access", "bob", "team-*", "rw"], "");
     ok(&db, &["access", "cy", "team-*", "rw"], "");
     ok(&db, &["access", "everyone", "drop", "wo"], "");
-    // The server sees all of it within a second.
+    // The server sees all of it within a second. Each command is its own
+    // change, and a reload can fall between two of them: wait for the
+    // last one (the write-only room), not just for bob's token.
     eventually("the server loads the rules", || {
         s.get_with("/me", &[&format!("Authorization: Bearer {bob_token}")])
             .status
             == 200
+            && s.get("/rooms/drop/messages").status != 200
     });
     Setup {
         _dir: dir,
