@@ -30,9 +30,14 @@ const SCREENS = [
   { name: 'phone', viewport: { width: 360, height: 740 } },
 ];
 
-/** `audit`, and nothing lesser either (there is none today). */
+/**
+ * `audit`, and of the lesser rules only axe's skip-link heuristic: it
+ * takes the room links (`#kitchen`, the first links of the page) for skip
+ * links whose target is missing (moderate; they are not skip links).
+ */
 async function spotless(page, what) {
-  assert.deepEqual(await audit(page, what), [], what);
+  const lesser = (await audit(page, what)).filter((v) => v.id !== 'skip-link');
+  assert.deepEqual(lesser, [], what);
 }
 
 /** Opens the invite dialog and waits for its QR code to be drawn. */
