@@ -17,10 +17,15 @@
 //! server refused, 4 for a server too busy or failing.
 
 mod access;
+#[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
 mod events;
+#[cfg(feature = "client")]
 mod localtime;
+#[cfg(feature = "client")]
 mod say;
+#[cfg(feature = "client")]
 mod tail;
 mod token;
 mod transfer;
@@ -151,6 +156,11 @@ pub fn run(
     env: impl Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    #[cfg(not(feature = "client"))]
+    if matches!(name, "say" | "tail") {
+        return Err(Failure::Failed(NO_CLIENT.into()));
+    }
+    #[cfg(feature = "client")]
     if matches!(name, "say" | "tail") {
         let args = Args::parse(
             args,
@@ -218,9 +228,15 @@ pub fn run(
     }
 }
 
+/// Why `say` and `tail` are refused by a build without the `client`
+/// feature.
+#[cfg(not(feature = "client"))]
+pub const NO_CLIENT: &str = "this smolchat was built without the terminal client (the ARM builds leave it out to stay small): use smolchat say/tail from another machine, or build it with cargo build --release --features client";
+
 /// The server and token of `smolchat say` / `tail`: `--server` or
 /// `SMOLCHAT_SERVER` (default `http://localhost:8080`), `--token` or
 /// `SMOLCHAT_TOKEN`, `--cacert` or the system's roots for `https://`.
+#[cfg(feature = "client")]
 fn connection(
     args: &Args,
     env: &dyn Fn(&str) -> Option<String>,
