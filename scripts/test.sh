@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of smolchat, after installing what the tests need when it
 # is missing: Debian's chromium (the page's end-to-end tests run in it,
-# headless) and the browser suite's npm package (playwright-core, pinned by
+# headless), ApacheBench and nginx (HTTP/1.0 clients, tests/http10.rs) and
+# the browser suite's npm packages (playwright-core and axe-core, pinned by
 # tests/browser/package-lock.json). apt runs through sudo when not root.
 # Arguments go to `cargo test` (e.g. `scripts/test.sh --test presence`).
 # .ci/run calls this same script.
@@ -26,6 +27,8 @@ wanted=(
     "node nodejs"
     "npm npm"
     "curl curl"
+    "ab apache2-utils"
+    "/usr/sbin/nginx nginx"
     "redis-server redis-server"
 )
 missing=()

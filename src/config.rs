@@ -83,6 +83,7 @@ const FLAGS: &[Flag] = &[
     flag("tls-key", Some("FILE"), "none", "the PEM private key of --tls-cert"),
     flag("redirect-http", Some("ADDR"), "none", "also listen on ADDR (e.g. 0.0.0.0:80) and redirect every request to HTTPS (308)"),
     flag("hsts", None, "off", "with HTTPS, tell browsers to use it only (Strict-Transport-Security, 1 year)"),
+    flag("qr", None, "off", "at start, print a QR code of the first address on this network (for phones)"),
 ];
 
 /// The validated configuration the server runs with.
@@ -145,6 +146,13 @@ pub struct Config {
     pub redirect_http: Option<SocketAddr>,
     /// Send Strict-Transport-Security.
     pub hsts: bool,
+    /// Print a QR code of the first network URL at start.
+    pub qr: bool,
+    /// The URLs of this server on the machine's networks, best first, when
+    /// it listens on every address. Not a flag: `main` fills it in from the
+    /// machine's interfaces once it is listening ([`crate::lan`]); the
+    /// page's invite uses it when opened as `localhost`.
+    pub lan_urls: Vec<String>,
     /// The message pipeline's settings; `main` fills in the word list.
     pub transforms: TransformConfig,
     /// `--censor-words`: the file `main` reads the word list from.
@@ -354,6 +362,7 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
     };
     let trust_proxy = switch("trust-proxy")?;
     let hsts = switch("hsts")?;
+    let qr = switch("qr")?;
     let tls = match (one("tls-cert"), one("tls-key")) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.into(),
@@ -486,6 +495,8 @@ fn build(raw: &HashMap<&'static str, Vec<String>>) -> Result<Config, ConfigError
         tls,
         redirect_http,
         hsts,
+        qr,
+        lan_urls: Vec::new(),
         transforms,
         censor_words_file: one("censor-words").map(str::to_string),
     })
@@ -550,10 +561,14 @@ pub const NO_REDIS_HELP: &str =
 fn help() -> String {
     let mut out = format!(
         "smolchat {}: a chat server for small boards (rooms, Server-Sent Events, backpressure)\n\n\
-         Usage: smolchat [FLAGS]\n\n\
+         Usage: smolchat [FLAGS]\n       \
+         smolchat say|tail|user|token|access ... (--help for each)\n\n\
          Open http://ADDR/ in a browser, or use curl:\n  \
          curl -N localhost:8080/events\n  \
-         curl -d 'hello' localhost:8080/messages\n\n\
+         curl -d 'hello' localhost:8080/messages\n\
+         or the terminal client:\n  \
+         smolchat tail --room kitchen\n  \
+         smolchat say --room kitchen 'hello'\n\n\
          Flags (each also read from SMOLCHAT_<FLAG>, e.g. SMOLCHAT_MAX_ROOMS=10):\n",
         env!("CARGO_PKG_VERSION")
     );

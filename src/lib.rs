@@ -30,6 +30,8 @@
 //! message.rs     RoomName, UserName, Message, Span, Timestamp, the text policy
 //! rate.rs        token bucket per client
 //! metrics.rs     counters -> Prometheus text
+//! lan.rs         the machine's addresses (from /proc) -> URLs for phones
+//! invite.rs      a URL -> QR code (SVG for the page, text for --qr)
 //! ```
 //!
 //! Layers point one way: the edges (main, config, server, shutdown, app,
@@ -37,7 +39,8 @@
 //! use `http/`, which uses the domain (room, event, history, message,
 //! transform, rate). The domain imports neither: a room is handed the stop
 //! signal it waits on as a future, and encodes its events with `event.rs`.
-//! `metrics.rs` is a set of counters any layer may bump.
+//! `metrics.rs` is a set of counters any layer may bump; `invite.rs` and
+//! `lan.rs` are pure helpers of the edges and the page.
 //!
 //! # Data flow
 //!
@@ -67,6 +70,8 @@ pub mod config;
 pub mod event;
 pub mod history;
 pub mod http;
+pub mod invite;
+pub mod lan;
 pub mod memory;
 pub mod message;
 pub mod metrics;

@@ -92,10 +92,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| config.addr.to_string(), |a| a.to_string());
+    let bound = listener.local_addr().unwrap_or(config.addr);
+    let addr = bound.to_string();
     let local = config.addr.ip().is_loopback();
+    // Listening on every address: the URLs a phone can open instead.
+    if bound.ip().is_unspecified() {
+        config.lan_urls = smolchat::lan::urls(scheme, bound, &smolchat::lan::addresses());
+    }
+    let qr = config
+        .qr
+        .then(|| qr_target(scheme, bound, &config.lan_urls));
+    let lan_urls = config.lan_urls.clone();
     let app = match App::open(config, pipeline) {
         Ok(app) => app,
         Err(e) => {
@@ -115,11 +122,28 @@ fn main() -> ExitCode {
         log::warn!("listening on {addr}{note}; see docs/access.md to require accounts");
     }
     let result = server::run(listener, app.clone(), https, || {
-        println!(
+        // The first line is the ready line, whatever follows: tests and
+        // scripts read the address from it.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
             "smolchat listening on {scheme}://{addr}{}",
             open.as_deref().unwrap_or("")
         );
-        let _ = std::io::stdout().flush();
+        for url in &lan_urls {
+            let _ = writeln!(out, "  on this network: {url}");
+        }
+        match &qr {
+            Some(Some((url, code))) => {
+                let _ = write!(out, "{code}");
+                let _ = writeln!(out, "  scan to open {url}");
+            }
+            Some(None) => {
+                eprintln!("smolchat: --qr: no address on a network to show (listening on {addr})")
+            }
+            None => {}
+        }
+        let _ = out.flush();
     });
     // Commit whatever posts are still queued before exiting.
     app.close_store();
@@ -130,6 +154,24 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The URL `--qr` shows and its code: the first network URL, else the
+/// listening address itself if a phone could reach it.
+fn qr_target(
+    scheme: &str,
+    bound: std::net::SocketAddr,
+    lan: &[String],
+) -> Option<(String, String)> {
+    let url = match lan.first() {
+        Some(url) => url.clone(),
+        None if !bound.ip().is_loopback() && !bound.ip().is_unspecified() => {
+            format!("{scheme}://{bound}")
+        }
+        None => return None,
+    };
+    let code = smolchat::invite::terminal(&url)?;
+    Some((url, code))
 }
 
 /// Reads `--censor-words` and builds the transform pipeline.

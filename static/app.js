@@ -74,6 +74,10 @@ function enter(name) {
   setState('connecting');
   showPresence({ online: 0, users: [] });
   $('room-title').textContent = `#${room}`;
+  $('messages').setAttribute('aria-label', `Messages in #${room}`);
+  $('announce').setAttribute('aria-label', `New messages in #${room}`);
+  $('invite-room').textContent = `#${room}`;
+  heard = 0;
   $('text').placeholder = `Message #${room}`;
   updateTitle();
   markCurrentRoom();
@@ -83,6 +87,7 @@ function enter(name) {
 
 function connect() {
   conn?.close();
+  listen();
   conn = openRoom({ room, user: me, onEvent });
 }
 
@@ -102,6 +107,7 @@ function onEvent(ev) {
       break;
     case 'message':
       list.add(ev.m);
+      hear(ev.m);
       if (document.hidden && ev.m.user !== me) {
         unseen++;
         updateTitle();
@@ -113,6 +119,7 @@ function onEvent(ev) {
       break;
     case 'restart':
       list.restart('The server restarted. Newer messages continue below.');
+      heard = 0; // its ids start over, and all it has is new
       break;
     case 'delete':
       list.deleted(ev.id);
@@ -217,6 +224,97 @@ $('room-form').addEventListener('submit', (e) => {
   $('text').focus();
 });
 
+// ---- read out what is new ----
+
+// A new stream replays the room, a reconnect catches up and the list is
+// sometimes drawn again: the list gets items a screen reader has read
+// before, so it is not a live region. What is new is said in #announce (a
+// polite log), once: messages of others with an id above `heard`. A stream opened on a room starts from the newest id the
+// history has (what is there already is not news); meanwhile its messages
+// wait in `held`.
+
+/** The newest id heard in this room (said, or passed over as history). */
+let heard = 0;
+/** Messages that wait for the history's newest id, or null. */
+let held = null;
+
+/** Starts hearing a new stream of the current room. */
+function listen() {
+  const target = room;
+  const wait = (held = []);
+  delete $('announce').dataset.since;
+  newestId(target).then((id) => {
+    if (held !== wait || room !== target) return;
+    held = null;
+    // Unknown (offline, a room that wants a sign-in): what came is history.
+    const before = id ?? Math.max(0, ...wait.map((m) => m.id));
+    heard = Math.max(heard, before);
+    // Where news starts, for the curious (and the tests).
+    $('announce').dataset.since = String(heard);
+    for (const m of wait) hear(m);
+  });
+}
+
+async function newestId(target) {
+  try {
+    const res = await fetch(`/rooms/${encodeURIComponent(target)}/messages?limit=1`, { cache: 'no-store' });
+    if (!res.ok) return null;
+    const [last] = await res.json();
+    return last?.id ?? 0;
+  } catch {
+    return null;
+  }
+}
+
+function hear(m) {
+  if (held) {
+    held.push(m);
+    return;
+  }
+  if (m.id <= heard) return;
+  heard = m.id;
+  if (m.deleted || list.isMine(m)) return;
+  const box = $('announce');
+  const p = document.createElement('p');
+  p.textContent = `${m.user}: ${m.text}`;
+  box.append(p);
+  // Screen readers read what is added; what was read need not stay.
+  while (box.childElementCount > 3) box.firstElementChild.remove();
+}
+
+// ---- invite a phone ----
+
+/** Opens "Invite a phone" with the URL and QR code of the current room. */
+async function invite() {
+  const dialog = $('invite');
+  const shown = room;
+  const a = $('invite-url');
+  const img = $('invite-qr');
+  a.textContent = 'the address is on its way…';
+  a.removeAttribute('href');
+  img.removeAttribute('src');
+  img.alt = '';
+  dialog.showModal();
+  try {
+    const res = await fetch(`/rooms/${encodeURIComponent(shown)}/invite`, { cache: 'no-store' });
+    const { url } = await res.json();
+    if (shown !== room || typeof url !== 'string') throw new Error('no url');
+    a.textContent = url;
+    a.href = url;
+    img.alt = `QR code of ${url}`;
+    img.src = `/rooms/${encodeURIComponent(shown)}/invite.svg`;
+  } catch {
+    if (shown === room) a.textContent = 'the address is not available now; try again in a moment';
+  }
+}
+
+$('invite-open').addEventListener('click', invite);
+$('invite-close').addEventListener('click', () => $('invite').close());
+// A click on the backdrop (outside the dialog's box) closes it too.
+$('invite').addEventListener('click', (e) => {
+  if (e.target === $('invite')) $('invite').close();
+});
+
 // ---- the side panel (a drawer on narrow screens) ----
 
 function openSide(open) {
@@ -233,7 +331,8 @@ $('rooms').addEventListener('click', (e) => {
   if (e.target.closest('a')) openSide(false);
 });
 document.addEventListener('keydown', (e) => {
-  if (e.key === 'Escape' && $('side').classList.contains('open')) {
+  // With the dialog open, Escape is the dialog's (the browser closes it).
+  if (e.key === 'Escape' && !$('invite').open && $('side').classList.contains('open')) {
     openSide(false);
     $('menu').focus();
   }

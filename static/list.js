@@ -46,6 +46,7 @@ export class MessageList {
     this.ol.replaceChildren();
     this.section = 0;
     this.items = []; // the current section: { key, m } or { key, notice }
+    this.ids = new Set(); // the message ids in it
     this.count = 0;
     this.tail = null;
     this.markRead();
@@ -71,8 +72,13 @@ export class MessageList {
     this.empty.hidden = this.count > 0 || this.ol.childElementCount > 0;
   }
 
-  /** Adds a message (the caller has already dropped repeats). */
+  /**
+   * Adds a message. One the current section has already is dropped: a new
+   * stream of the same room (after a rename) replays what is shown.
+   */
   add(m) {
+    if (this.ids.has(m.id)) return;
+    this.ids.add(m.id);
     const mine = this.isMine(m);
     this.place({ key: m.id, m }, () => {
       this.count++;
@@ -89,6 +95,7 @@ export class MessageList {
   restart(text) {
     this.section++;
     this.items = [];
+    this.ids = new Set();
     this.tail = null;
     this.place({ key: -Infinity, notice: text }, () => {}, false);
   }
@@ -107,7 +114,7 @@ export class MessageList {
     }
     counted();
     if (this.items.length > KEEP + TRIM) {
-      this.items.splice(0, TRIM);
+      for (const old of this.items.splice(0, TRIM)) if (old.m) this.ids.delete(old.m.id);
       this.redraw();
     }
     this.showEmpty();
@@ -146,7 +153,6 @@ export class MessageList {
     if (day && day !== this.tail?.day) {
       const sep = document.createElement('li');
       sep.className = 'day';
-      sep.setAttribute('role', 'separator');
       sep.textContent = dayLabel(date);
       add(sep);
     }

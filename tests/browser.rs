@@ -3,9 +3,10 @@
 //!
 //! The suite itself is JavaScript on Node's built-in test runner with
 //! `playwright-core` driving Debian's `/usr/bin/chromium`; this file only
-//! checks the prerequisites, installs the one npm package on first use
-//! (`npm ci`, pinned by `package-lock.json`) and reports node's output when
-//! something fails.
+//! checks the prerequisites, installs the npm packages (`playwright-core`,
+//! and `axe-core` for the accessibility audits) on first use (`npm ci`,
+//! pinned by `package-lock.json`) and reports node's output when something
+//! fails.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -41,7 +42,12 @@ fn page_works_in_headless_chromium() {
          apt-get install -y nodejs npm"
     );
 
-    if !suite.join("node_modules").join("playwright-core").exists() {
+    // As scripts/test.sh: `npm ci` when node_modules is missing or older
+    // than the lock file (a package added since, e.g. axe-core).
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = modified(&suite.join("node_modules").join(".package-lock.json"));
+    let locked = modified(&suite.join("package-lock.json"));
+    if installed.is_none() || installed < locked {
         let out = run(Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(&suite))

@@ -198,7 +198,7 @@ fn malformed_requests_get_400_and_a_close() {
     let cases: &[(&[u8], u16)] = &[
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET /\r\n\r\n", 400),
-        (b"GET / HTTP/1.0\r\nHost: t\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\nHost: t\r\n\r\n", 505),
         (b"GET / HTTP/9.9\r\nHost: t\r\n\r\n", 505),
         (b"GET relative HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         (b"G\x01T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),

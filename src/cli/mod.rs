@@ -1,14 +1,32 @@
-//! The subcommands that manage accounts: `smolchat user`, `smolchat token`
-//! and `smolchat access`, one file each. `main` hands them the arguments
-//! after the subcommand's name; each works on the database file named by
-//! `--db` (or `SMOLCHAT_DB`, default `smolchat.db`), or on Redis with
-//! `--redis URL` (or `SMOLCHAT_REDIS`), also while servers run on it: they
-//! see the change within a second.
+//! The subcommands, one file each. `main` hands them the arguments after
+//! the subcommand's name.
+//!
+//! - `smolchat user`, `smolchat token` and `smolchat access` manage
+//!   accounts in the database file named by `--db` (or `SMOLCHAT_DB`,
+//!   default `smolchat.db`), or in Redis with `--redis URL` (or
+//!   `SMOLCHAT_REDIS`), also while servers run on it: they see the change
+//!   within a second.
+//! - `smolchat export` and `smolchat import` move a SQLite box's data to
+//!   Redis ([`transfer`]).
+//! - `smolchat say` and `smolchat tail` are a terminal client of a running
+//!   server (`--server`, or `SMOLCHAT_SERVER`, default
+//!   `http://localhost:8080`), over async-h1's client side ([`client`]).
 //!
 //! Errors are one line on stderr: exit code 2 for a usage error, 1 for one
-//! the database or the terminal gave.
+//! the database, the terminal or the network gave, 3 for a request the
+//! server refused, 4 for a server too busy or failing.
 
 mod access;
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "client")]
+mod events;
+#[cfg(feature = "client")]
+mod localtime;
+#[cfg(feature = "client")]
+mod say;
+#[cfg(feature = "client")]
+mod tail;
 mod token;
 mod transfer;
 mod user;
@@ -20,15 +38,20 @@ use std::path::PathBuf;
 use crate::accounts::store::AccountsDb;
 
 /// The subcommand names `main` dispatches here.
-pub const SUBCOMMANDS: &[&str] = &["user", "token", "access", "export", "import"];
+pub const SUBCOMMANDS: &[&str] = &["user", "token", "access", "export", "import", "say", "tail"];
 
 /// Why a subcommand failed.
 #[derive(Debug)]
 pub enum Failure {
     /// Bad arguments (exit code 2).
     Usage(String),
-    /// The database, the terminal or the system failed (exit code 1).
+    /// The database, the terminal, the network or the system failed
+    /// (exit code 1).
     Failed(String),
+    /// The server refused the request: a 4xx (exit code 3).
+    Refused(String),
+    /// The server is too busy (429, 503) or failing (exit code 4).
+    Busy(String),
 }
 
 impl Failure {
@@ -37,13 +60,15 @@ impl Failure {
         match self {
             Failure::Usage(_) => 2,
             Failure::Failed(_) => 1,
+            Failure::Refused(_) => 3,
+            Failure::Busy(_) => 4,
         }
     }
 
     /// The message, one line.
     pub fn message(&self) -> &str {
         match self {
-            Failure::Usage(m) | Failure::Failed(m) => m,
+            Failure::Usage(m) | Failure::Failed(m) | Failure::Refused(m) | Failure::Busy(m) => m,
         }
     }
 }
@@ -123,13 +148,33 @@ impl Args {
 }
 
 /// Runs subcommand `name` with `args` (after the name); `env` looks up
-/// `SMOLCHAT_DB`. Output goes to `out`.
+/// `SMOLCHAT_DB` (and for the client `SMOLCHAT_SERVER`, `SMOLCHAT_TOKEN`,
+/// `SSL_CERT_FILE`, `TZ`). Output goes to `out`.
 pub fn run(
     name: &str,
     args: Vec<OsString>,
     env: impl Fn(&str) -> Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    #[cfg(not(feature = "client"))]
+    if matches!(name, "say" | "tail") {
+        return Err(Failure::Failed(NO_CLIENT.into()));
+    }
+    #[cfg(feature = "client")]
+    if matches!(name, "say" | "tail") {
+        let args = Args::parse(
+            args,
+            &["server", "room", "user", "token", "cacert", "since"],
+        )?;
+        if args.flag("help") {
+            let _ = write!(out, "{}", help(name));
+            return Ok(());
+        }
+        return match name {
+            "say" => say::run(&args, &env, out),
+            _ => tail::run(&args, &env, out),
+        };
+    }
     let args = Args::parse(args, &["db", "expires", "label", "redis"])?;
     if args.flag("help") {
         let _ = write!(out, "{}", help(name));
@@ -183,8 +228,53 @@ pub fn run(
     }
 }
 
+/// Why `say` and `tail` are refused by a build without the `client`
+/// feature.
+#[cfg(not(feature = "client"))]
+pub const NO_CLIENT: &str = "this smolchat was built without the terminal client (the ARM builds leave it out to stay small): use smolchat say/tail from another machine, or build it with cargo build --release --features client";
+
+/// The server and token of `smolchat say` / `tail`: `--server` or
+/// `SMOLCHAT_SERVER` (default `http://localhost:8080`), `--token` or
+/// `SMOLCHAT_TOKEN`, `--cacert` or the system's roots for `https://`.
+#[cfg(feature = "client")]
+fn connection(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(client::Server, Option<String>), Failure> {
+    let url = args
+        .value("server")
+        .map(str::to_string)
+        .or_else(|| env("SMOLCHAT_SERVER").filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "http://localhost:8080".into());
+    let token = args
+        .value("token")
+        .map(str::to_string)
+        .or_else(|| env("SMOLCHAT_TOKEN").filter(|s| !s.is_empty()));
+    if let Some(t) = &token {
+        // It goes into a header: printable ASCII only.
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return usage("--token: a token is printable ascii without spaces");
+        }
+    }
+    let server = client::Server::new(&url, args.value("cacert"), env("SSL_CERT_FILE").as_deref())
+        .map_err(Failure::Usage)?;
+    Ok((server, token))
+}
+
 /// The help text of a subcommand.
 pub fn help(name: &str) -> String {
+    if name == "say" || name == "tail" {
+        return "smolchat say [--room ROOM] [--user NAME] [--retry] TEXT...   post a message, print its id\n\
+                smolchat say [--lines] -                                     post stdin (one message per line with --lines)\n\
+                smolchat tail [--room ROOM] [--since ID] [--json] [--user NAME]   follow a room: HH:MM user: text\n\
+                \n\
+                Both take --server URL (or SMOLCHAT_SERVER; default http://localhost:8080), --token TOKEN\n\
+                (or SMOLCHAT_TOKEN) and, for https:// with a local CA, --cacert FILE.\n\
+                --retry waits out 429, 503 and 409 (Retry-After) and tries again, under one Idempotency-Key.\n\
+                tail reconnects by itself with Last-Event-ID and never prints a message twice.\n\
+                Exit codes: 0 ok, 1 network, 2 usage, 3 refused (4xx), 4 busy or failing (429, 5xx).\n"
+            .to_string();
+    }
     let body = match name {
         "export" | "import" => {
             return "smolchat export [--db FILE]   every room, message, user, token and rule as JSON lines on stdout\n\

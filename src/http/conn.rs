@@ -19,6 +19,13 @@
 //! 5. bytes after the request stay in our buffer for the next one, so
 //!    pipelined requests are answered in order.
 //!
+//! An HTTP/1.0 request goes the same way (the guard rebuilt its head as
+//! 1.1); only its answer differs: a body of unknown length (an event
+//! stream, a history page read in batches) is not chunked but ends with
+//! the connection, and a response says `connection: keep-alive` when the
+//! client asked to keep it, since 1.0 closes by default. The status line
+//! stays `HTTP/1.1`, as RFC 9110 asks of a 1.1 server.
+//!
 //! An event stream takes the socket over from there ([`super::stream`] is
 //! not a module; see [`run_stream`]).
 
@@ -38,9 +45,9 @@ use smol::Timer;
 /// writes, so one task can wait for EOF while it writes.
 pub type Stream = Async<std::net::TcpStream>;
 
-use super::head::{self, Framing, Head};
+use super::head::{self, Framing, Head, Version};
 use super::reply::ApiError;
-use super::sse;
+use super::sse::{self, Delimit};
 use super::transport::Transport;
 pub(crate) use super::transport::WriteFail;
 use super::{chunked, route, Reply, StreamStart};
@@ -106,9 +113,9 @@ pub async fn serve(app: App, stream: Transport, peer: SocketAddr) {
         match step {
             Step::NeedInput => {}
             Step::Close => return,
-            Step::Stream(start) => {
+            Step::Stream(start, delimit) => {
                 drop(conn);
-                let streaming = run_stream(&app, &stream, *start);
+                let streaming = run_stream(&app, &stream, *start, delimit);
                 log_size("stream", &streaming);
                 streaming.await;
                 return;
@@ -147,8 +154,8 @@ enum Step {
     NeedInput,
     /// The connection is done.
     Close,
-    /// A request opened an event stream.
-    Stream(Box<StreamStart>),
+    /// A request opened an event stream, to be framed so.
+    Stream(Box<StreamStart>, Delimit),
 }
 
 /// Why waiting for bytes ended without any.
@@ -295,6 +302,11 @@ impl Conn<'_> {
             self.buf.drain(..end + body);
             self.continued = false;
             let close = head.close;
+            let version = head.version;
+            let delimit = match version {
+                Version::Http10 => Delimit::Close,
+                Version::Http11 => Delimit::Chunked,
+            };
             let mut req = match build_request(head.sanitized) {
                 Ok(r) => r,
                 Err(e) => return self.refuse_step(e, is_post).await,
@@ -308,21 +320,26 @@ impl Conn<'_> {
             match route(self.app, req, peer).await {
                 Reply::Response(res) => {
                     let close = close || self.app.shutdown.is_triggered();
-                    if self.write_response(res, method, close).await.is_err() || close {
+                    let written = self.write_response(res, method, close, version).await;
+                    if written.is_err() || close {
                         return Step::Close;
                     }
                     self.answered += 1;
                     self.deadline = Instant::now() + self.app.config.header_timeout;
                 }
                 Reply::Messages(page) => {
-                    let close = close || self.app.shutdown.is_triggered();
-                    if self.write_messages(page, method, close).await.is_err() || close {
+                    // A long page to a 1.0 client ends with the connection.
+                    let close = close
+                        || self.app.shutdown.is_triggered()
+                        || (page.more.is_some() && delimit == Delimit::Close);
+                    let written = self.write_messages(page, method, close, delimit).await;
+                    if written.is_err() || close {
                         return Step::Close;
                     }
                     self.answered += 1;
                     self.deadline = Instant::now() + self.app.config.header_timeout;
                 }
-                Reply::Stream(start) => return Step::Stream(Box::new(start)),
+                Reply::Stream(start) => return Step::Stream(Box::new(start), delimit),
             }
             if self.buf.is_empty() {
                 // Idle keep-alive: wait outside this (large, boxed) phase.
@@ -388,9 +405,23 @@ impl Conn<'_> {
         mut res: Response,
         method: Method,
         close: bool,
+        version: Version,
     ) -> Result<(), WriteFail> {
         if close {
             res.insert_header("connection", "close");
+        } else if version == Version::Http10 {
+            // 1.0 closes unless both sides say keep-alive.
+            res.insert_header("connection", "keep-alive");
+        }
+        if version == Version::Http10 && res.len().is_none() {
+            // The encoder would chunk a body of unknown length; every
+            // response here is in memory, so give it its length.
+            let body = res
+                .take_body()
+                .into_bytes()
+                .await
+                .map_err(|_| WriteFail::Io)?;
+            res.set_body(body);
         }
         let mut out = Vec::with_capacity(512);
         // The body is in memory, so the encoder never waits.
@@ -403,13 +434,15 @@ impl Conn<'_> {
 
     /// Writes a history page: the head through the encoder (it adds the
     /// date and the length), then the messages' JSON straight from their
-    /// frames. A page longer than one store read goes out chunked, a batch
-    /// at a time ([`Self::write_messages_chunked`]).
+    /// frames. A page longer than one store read goes out a batch at a
+    /// time, chunked or (to HTTP/1.0) up to the close
+    /// ([`Self::write_messages_batched`]).
     async fn write_messages(
         &mut self,
         page: super::MessagesReply,
         method: Method,
         close: bool,
+        delimit: Delimit,
     ) -> Result<(), WriteFail> {
         let super::MessagesReply {
             mut response,
@@ -418,10 +451,12 @@ impl Conn<'_> {
         } = page;
         if close {
             response.insert_header("connection", "close");
+        } else if delimit == Delimit::Close {
+            response.insert_header("connection", "keep-alive");
         }
         if let Some(more) = more {
             return self
-                .write_messages_chunked(response, frames, more, method)
+                .write_messages_batched(response, frames, more, method, delimit)
                 .await;
         }
         let page = super::MessagesReply {
@@ -446,19 +481,21 @@ impl Conn<'_> {
     }
 
     /// A page whose rest is still in the database: `[` and the first
-    /// batch, then one chunk per further batch, then `]`. Only one batch is
+    /// batch, then one piece per further batch, then `]`. Only one batch is
     /// in memory at a time. A read that fails halfway ends the connection
     /// without the last chunk, so the client sees a cut body, never a
-    /// short page that looks whole.
-    async fn write_messages_chunked(
+    /// short page that looks whole. (To HTTP/1.0, where the close ends the
+    /// body, a cut page is one that is not valid JSON.)
+    async fn write_messages_batched(
         &mut self,
         response: Response,
         mut frames: Vec<Frame>,
         more: (RoomName, Query),
         method: Method,
+        delimit: Delimit,
     ) -> Result<(), WriteFail> {
         let stall = self.app.config.slow_timeout;
-        let head = stream_head(&response);
+        let head = stream_head(&response, delimit);
         drop(response);
         if method == Method::Head {
             return self.stream.write_parts(&[&head], stall).await;
@@ -482,7 +519,7 @@ impl Conn<'_> {
                 body.push(b"]");
             }
             let mut size = Vec::with_capacity(16);
-            sse::chunk_size(body.iter().map(|p| p.len()).sum(), &mut size);
+            delimit.size(body.iter().map(|p| p.len()).sum(), &mut size);
             let mut parts: Vec<&[u8]> = Vec::with_capacity(body.len() + 4);
             if let Some(h) = &head {
                 parts.push(h);
@@ -490,15 +527,18 @@ impl Conn<'_> {
             if !frames.is_empty() || head.is_some() || more.is_none() {
                 parts.push(&size);
                 parts.extend(body);
-                parts.push(b"\r\n");
+                parts.push(delimit.after());
             }
             if more.is_none() {
-                parts.push(sse::LAST_CHUNK);
+                parts.push(delimit.end());
             }
             self.stream.write_parts(&parts, stall).await?;
             drop(parts);
             head = None;
             let Some((room, query)) = more.take() else {
+                if delimit == Delimit::Close {
+                    self.stream.shutdown_write();
+                }
                 return Ok(());
             };
             let found = super::read_store(self.app, &room, query)
@@ -516,7 +556,11 @@ impl Conn<'_> {
         log::debug!("refusing request: {err}");
         let mut res = err.response();
         super::reply::secure(&mut res);
-        if self.write_response(res, Method::Get, true).await.is_err() {
+        if self
+            .write_response(res, Method::Get, true, Version::Http11)
+            .await
+            .is_err()
+        {
             return;
         }
         self.stream.shutdown_write();
@@ -641,7 +685,15 @@ pub(crate) async fn write_all(
 /// stuck in [`write_all`] and takes nothing from the room, which is what
 /// makes publishers wait; after `--slow-timeout` without progress it gives
 /// up, and dropping the subscription frees the room.
-pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart) {
+///
+/// To an HTTP/1.0 client ([`Delimit::Close`]) the same bytes go out
+/// without chunk framing, and the stream ends by shutting the connection.
+pub(crate) async fn run_stream(
+    app: &App,
+    stream: &Transport,
+    start: StreamStart,
+    delimit: Delimit,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let StreamStart {
         response,
@@ -663,11 +715,11 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
 
     // The head, then one chunk: `retry:`, hello, gap, the replay. The
     // frames go out from where they are (write_parts).
-    let mut out = stream_head(&response);
+    let mut out = stream_head(&response, delimit);
     // Its headers are on the heap; an idle stream should not keep them.
     drop(response);
     let retry = sse::retry(2000);
-    sse::chunk_size(
+    delimit.size(
         retry.len() + frames.iter().map(|f| f.len()).sum::<usize>(),
         &mut out,
     );
@@ -675,7 +727,7 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
     let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() + 2);
     parts.push(&out);
     parts.extend(frames.iter().map(|f| &f[..]));
-    parts.push(b"\r\n");
+    parts.push(delimit.after());
     let sent = stream.write_parts(&parts, stall).await;
     drop(parts);
     drop(frames);
@@ -691,16 +743,16 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
         // and inline it would make every stream's task that much larger
         // for as long as the stream lives.
         let Ok(found) = Box::pin(super::read_store(app, &name, query)).await else {
-            let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+            end_body(stream, delimit, stall).await;
             return;
         };
         let mut size = Vec::with_capacity(16);
-        sse::chunk_size(found.frames.iter().map(|f| f.len()).sum(), &mut size);
+        delimit.size(found.frames.iter().map(|f| f.len()).sum(), &mut size);
         if !found.frames.is_empty() {
             let mut parts: Vec<&[u8]> = Vec::with_capacity(found.frames.len() + 2);
             parts.push(&size);
             parts.extend(found.frames.iter().map(|f| &f[..]));
-            parts.push(b"\r\n");
+            parts.push(delimit.after());
             if stream.write_parts(&parts, stall).await.is_err() {
                 return;
             }
@@ -798,19 +850,19 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
                     }
                 }
                 sub.taken();
-                sse::chunk_size(len, &mut out);
+                delimit.size(len, &mut out);
             }
             Ev::Revoked => {
                 log::info!(
                     "ended a stream on {}: its reader may no longer read it",
                     room.name()
                 );
-                let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+                end_body(stream, delimit, stall).await;
                 return;
             }
             Ev::Presence => {
                 if let Some(update) = sub.presence_update() {
-                    sse::chunk(&update, &mut out);
+                    delimit.piece(&update, &mut out);
                 }
                 let next = Instant::now() + PRESENCE_EVERY;
                 presence
@@ -825,12 +877,12 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
                     ping.set_at(last_write + keepalive);
                     continue;
                 }
-                sse::chunk(sse::PING, &mut out);
+                delimit.piece(sse::PING, &mut out);
             }
             // The room closed; overflow cannot happen with overflow off, but
             // if it did, closing lets the client resume from history.
             Ev::Frame(Err(_)) => {
-                let _ = write_all(stream, sse::LAST_CHUNK, stall).await;
+                end_body(stream, delimit, stall).await;
                 return;
             }
             Ev::Gone => return,
@@ -838,12 +890,15 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
                 // Spread reconnects over a few seconds so a restarted Pi is
                 // not hit by every client at once.
                 let retry_ms = 1000 + fastrand::u64(0..4000);
-                sse::chunk(
+                delimit.piece(
                     &event::encode(&event::Event::Shutdown { retry_ms }),
                     &mut out,
                 );
-                out.extend_from_slice(sse::LAST_CHUNK);
+                out.extend_from_slice(delimit.end());
                 let _ = write_all(stream, &out, stall.min(Duration::from_secs(1))).await;
+                if delimit == Delimit::Close {
+                    stream.shutdown_write();
+                }
                 return;
             }
         }
@@ -858,11 +913,12 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
                 .or(lagging)
                 .await
         } else {
-            // A chunk of frames: its size line, the frames, CRLF.
+            // A batch of frames: a chunk's size line, the frames, its CRLF
+            // (or, close-delimited, the frames alone).
             let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 2);
             parts.push(&out);
             parts.extend(batch.iter().map(|f| &f[..]));
-            parts.push(b"\r\n");
+            parts.push(delimit.after());
             let r = async { stream.write_parts(&parts, stall).await.map_err(Some) }
                 .or(lagging)
                 .await;
@@ -898,6 +954,15 @@ pub(crate) async fn run_stream(app: &App, stream: &Transport, start: StreamStart
         if out.capacity() > MAX_BATCH * 2 {
             out = Vec::new();
         }
+    }
+}
+
+/// Ends a body of unknown length: the last chunk, or (HTTP/1.0) shutting
+/// our side of the connection, which is how such a body ends there.
+async fn end_body(stream: &Transport, delimit: Delimit, stall: Duration) {
+    let _ = write_all(stream, delimit.end(), stall).await;
+    if delimit == Delimit::Close {
+        stream.shutdown_write();
     }
 }
 
@@ -948,8 +1013,9 @@ async fn peer_gone(stream: &Transport) {
     }
 }
 
-/// Status line and headers of a chunked event-stream response.
-fn stream_head(res: &Response) -> Vec<u8> {
+/// Status line and headers of a response whose body has no length: an
+/// event stream, a history page read in batches.
+fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
     let status = res.status();
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
@@ -964,7 +1030,10 @@ fn stream_head(res: &Response) -> Vec<u8> {
             out.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
         }
     }
-    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+    if delimit == Delimit::Chunked || res.header("connection").is_none() {
+        out.extend_from_slice(delimit.header());
+    }
+    out.extend_from_slice(b"\r\n");
     out
 }
 

@@ -20,6 +20,15 @@
 //!   ahead into the next request nor start its `100 Continue` task on
 //!   async-global-executor. The connection reads the body itself, bounded.
 //!
+//! HTTP/1.0 is served too (ApacheBench, nginx's default `proxy_pass`,
+//! microcontrollers, shell scripts), although async-h1's decoder refuses
+//! it: the guard rebuilds a 1.0 head as the 1.1 head that means the same
+//! (a `Host` when the client sent none, `Connection: close` unless it asked
+//! for `keep-alive`) and remembers the version in [`Head::version`], so the
+//! connection frames its answer for 1.0 (a length, or the end of the
+//! connection; never chunks). A 1.0 request cannot carry a chunked body,
+//! and a 1.0 post must say its length (RFC 9112 sections 6.1 and 6.3).
+//!
 //! Everything here is a pure function over bytes.
 
 /// Request heads must be shorter than this, request line and headers
@@ -29,6 +38,19 @@
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header fields accepted.
 pub const MAX_HEADERS: usize = 64;
+
+/// The protocol version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: answered with a length or by closing, never chunked.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+/// The authority a request without `Host` is built with (HTTP/1.0 only;
+/// 1.1 requires the header). Only its path and query route a request.
+pub const DEFAULT_HOST: &str = "localhost";
 
 /// How the request body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +74,17 @@ pub struct Head {
     pub framing: Framing,
     /// The client asked for `100 Continue` before sending the body.
     pub expect_continue: bool,
-    /// The client asked to close after this request (`Connection: close`).
+    /// The connection closes after this request: the client sent
+    /// `Connection: close`, or spoke HTTP/1.0 without `keep-alive`.
     pub close: bool,
-    /// The head rebuilt for async-h1: same request line and fields, minus
-    /// `Content-Length`, `Transfer-Encoding` and `Expect`.
+    /// HTTP/1.0 or 1.1, as sent.
+    pub version: Version,
+    /// The client sent a `Host` (a 1.0 request may not have).
+    pub has_host: bool,
+    /// The head rebuilt for async-h1 as HTTP/1.1: same request line and
+    /// fields, minus `Content-Length`, `Transfer-Encoding` and `Expect`;
+    /// for a 1.0 request with a `Host` ([`DEFAULT_HOST`] if it sent none)
+    /// and `Connection: close` when it did not ask to keep the connection.
     pub sanitized: Vec<u8>,
 }
 
@@ -68,7 +97,7 @@ pub enum HeadError {
     BadByte,
     /// Not an HTTP/1.x request head.
     Malformed,
-    /// HTTP/1.0 (or another version).
+    /// Neither HTTP/1.0 nor HTTP/1.1.
     Version,
     /// No `Host`, several, or one that is not `host[:port]`.
     BadHost,
@@ -80,6 +109,10 @@ pub enum HeadError {
     UnsupportedEncoding,
     /// An `Expect` other than `100-continue`.
     BadExpect,
+    /// `Transfer-Encoding` in an HTTP/1.0 request, which has no chunks.
+    EncodingOnHttp10,
+    /// An HTTP/1.0 post without `Content-Length`.
+    LengthRequired,
 }
 
 impl HeadError {
@@ -90,6 +123,7 @@ impl HeadError {
             HeadError::Version => 505,
             HeadError::UnsupportedEncoding => 501,
             HeadError::BadExpect => 417,
+            HeadError::LengthRequired => 411,
             _ => 400,
         }
     }
@@ -100,12 +134,14 @@ impl HeadError {
             HeadError::TooLarge => "request head too large (limit 8 KiB and 64 fields)",
             HeadError::BadByte => "request head contains a byte outside printable ascii; percent-encode non-ascii values",
             HeadError::Malformed => "malformed request head",
-            HeadError::Version => "only HTTP/1.1 is supported",
+            HeadError::Version => "only HTTP/1.1 and HTTP/1.0 are supported",
             HeadError::BadHost => "missing or invalid host header",
             HeadError::BadTarget => "invalid request target",
             HeadError::AmbiguousLength => "ambiguous or invalid content-length",
             HeadError::UnsupportedEncoding => "only transfer-encoding: chunked is supported",
             HeadError::BadExpect => "only expect: 100-continue is supported",
+            HeadError::EncodingOnHttp10 => "transfer-encoding is not allowed in HTTP/1.0",
+            HeadError::LengthRequired => "an HTTP/1.0 post needs a content-length",
         }
     }
 }
@@ -202,9 +238,12 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed);
     };
-    if version != 1 {
-        return Err(HeadError::Version);
-    }
+    let version = match version {
+        0 => Version::Http10,
+        1 => Version::Http11,
+        _ => return Err(HeadError::Version),
+    };
+    let http10 = version == Version::Http10;
     let target_ok =
         target.starts_with('/') || (target == "*" && method == "OPTIONS") || valid_absolute(target);
     if !target_ok {
@@ -216,6 +255,7 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     let mut chunked = false;
     let mut expect_continue = false;
     let mut close = false;
+    let mut keep_alive = false;
     let mut sanitized = Vec::with_capacity(head.len());
     // async-h1 cannot build a URL from the asterisk form (`OPTIONS *`);
     // the router answers OPTIONS the same on every path, so use `/`.
@@ -252,17 +292,31 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
             if !value.eq_ignore_ascii_case("100-continue") {
                 return Err(HeadError::BadExpect);
             }
-            expect_continue = true;
+            // A 1.0 client cannot know `100 Continue`: RFC 9110 says to
+            // ignore its expectation.
+            expect_continue = !http10;
             continue;
         } else if name.eq_ignore_ascii_case("connection") {
-            close |= value
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+            for token in value.split(',').map(str::trim) {
+                close |= token.eq_ignore_ascii_case("close");
+                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
         }
         sanitized.extend_from_slice(name.as_bytes());
         sanitized.extend_from_slice(b": ");
         sanitized.extend_from_slice(value.as_bytes());
         sanitized.extend_from_slice(b"\r\n");
+    }
+    if http10 {
+        if host.is_none() {
+            sanitized.extend_from_slice(format!("Host: {DEFAULT_HOST}\r\n").as_bytes());
+        }
+        // HTTP/1.0 closes after each response unless asked otherwise; the
+        // rebuilt 1.1 head says so.
+        if !keep_alive && !close {
+            sanitized.extend_from_slice(b"Connection: close\r\n");
+        }
+        close |= !keep_alive;
     }
     sanitized.extend_from_slice(b"\r\n");
     // async-h1 refuses a head of MAX_HEAD bytes or more as a malformed
@@ -270,8 +324,14 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     if sanitized.len() >= MAX_HEAD {
         return Err(HeadError::TooLarge);
     }
-    if host.is_none() {
+    if host.is_none() && !http10 {
         return Err(HeadError::BadHost);
+    }
+    if http10 && chunked {
+        return Err(HeadError::EncodingOnHttp10);
+    }
+    if http10 && method == "POST" && length.is_none() {
+        return Err(HeadError::LengthRequired);
     }
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HeadError::AmbiguousLength),
@@ -285,6 +345,8 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
         framing,
         expect_continue,
         close,
+        version,
+        has_host: host.is_some(),
         sanitized,
     })
 }
@@ -535,10 +597,6 @@ mod tests {
     #[test]
     fn versions_targets_and_expectations() {
         assert_eq!(
-            parse(&head(&["GET / HTTP/1.0", "Host: x"])).unwrap_err(),
-            HeadError::Version
-        );
-        assert_eq!(
             parse(&head(&["GET / HTTP/2.0", "Host: x"])).unwrap_err(),
             HeadError::Version
         );
@@ -598,6 +656,72 @@ mod tests {
             parse(&exactly(MAX_HEAD)).map(|h| h.sanitized.len()),
             Err(HeadError::TooLarge)
         );
+    }
+
+    #[test]
+    fn http_1_0_is_rebuilt_as_the_1_1_head_that_means_the_same() {
+        let h = parse(&head(&["GET /events HTTP/1.0"])).unwrap();
+        assert_eq!(
+            (h.version, h.close, h.has_host),
+            (Version::Http10, true, false)
+        );
+        assert_eq!(
+            String::from_utf8(h.sanitized.clone()).unwrap(),
+            "GET /events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let req = crate::http::conn::build_request(h.sanitized).unwrap();
+        assert_eq!(req.url().path(), "/events");
+
+        let h = parse(&head(&[
+            "POST /messages HTTP/1.0",
+            "Host: pi:8080",
+            "Connection: Keep-Alive",
+            "Content-Length: 2",
+            "Expect: 100-continue",
+        ]))
+        .unwrap();
+        assert_eq!(h.version, Version::Http10);
+        assert!(!h.close && h.has_host && !h.expect_continue);
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(
+            String::from_utf8(h.sanitized).unwrap(),
+            "POST /messages HTTP/1.1\r\nHost: pi:8080\r\nConnection: Keep-Alive\r\n\r\n"
+        );
+        let h = parse(&head(&["GET / HTTP/1.0", "Connection: keep-alive, close"])).unwrap();
+        assert!(h.close);
+
+        // The rebuilt head passes the guard again and keeps its meaning.
+        let h = parse(&head(&["GET / HTTP/1.0", "Host: x"])).unwrap();
+        let again = parse(&h.sanitized).unwrap();
+        assert_eq!((again.version, again.close), (Version::Http11, true));
+        assert_eq!(again.sanitized, h.sanitized);
+    }
+
+    #[test]
+    fn http_1_0_bodies_need_a_length_and_no_chunks() {
+        assert_eq!(
+            parse(&head(&[
+                "POST /messages HTTP/1.0",
+                "Transfer-Encoding: chunked"
+            ]))
+            .unwrap_err(),
+            HeadError::EncodingOnHttp10
+        );
+        let e = parse(&head(&["POST /messages HTTP/1.0", "Host: x"])).unwrap_err();
+        assert_eq!((e, e.status()), (HeadError::LengthRequired, 411));
+        assert!(parse(&head(&["POST /messages HTTP/1.0", "Content-Length: 0"])).is_ok());
+        // 1.1 still needs a Host; other versions are refused.
+        assert_eq!(
+            parse(&head(&["GET / HTTP/1.1"])).unwrap_err(),
+            HeadError::BadHost
+        );
+        for v in ["HTTP/0.9", "HTTP/2.0", "HTTP/1.2"] {
+            assert_eq!(
+                parse(&head(&[&format!("GET / {v}"), "Host: x"])).unwrap_err(),
+                HeadError::Version,
+                "{v}"
+            );
+        }
     }
 
     #[test]

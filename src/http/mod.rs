@@ -13,6 +13,7 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod idempotency;
+mod invite;
 pub mod page;
 pub mod reply;
 pub mod sse;
@@ -121,6 +122,8 @@ enum Resource {
     Logout,
     Me,
     Message(RoomName, u64),
+    /// The URL that opens a room (`invite`), or its QR code (`invite.svg`).
+    Invite(RoomName, bool),
 }
 
 impl Resource {
@@ -162,6 +165,8 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
         ["rooms", name, "messages"] => Resource::Messages(room(name)?),
         ["messages", id] => Resource::Message(RoomName::lobby(), message_id(id)?),
         ["rooms", name, "messages", id] => Resource::Message(room(name)?, message_id(id)?),
+        ["rooms", name, "invite"] => Resource::Invite(room(name)?, false),
+        ["rooms", name, "invite.svg"] => Resource::Invite(room(name)?, true),
         ["healthz"] => Resource::Health,
         ["metrics"] => Resource::Metrics,
         ["login"] => Resource::Login,
@@ -189,6 +194,15 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         }
         Ok(Some(Resource::Health)) if matches!(method, Method::Get | Method::Head) => {
             Ok(Reply::Response(health(app)))
+        }
+        // An invite holds nothing but the room's name and this server's
+        // address, which the asker has already.
+        Ok(Some(Resource::Invite(room, svg))) if matches!(method, Method::Get | Method::Head) => {
+            Ok(Reply::Response(if svg {
+                invite::svg(app, &req, &room)
+            } else {
+                invite::json(app, &req, &room)
+            }))
         }
         Ok(Some(res)) => {
             let stream_get = method == Method::Get && matches!(res, Resource::Events(_));
@@ -287,11 +301,17 @@ pub async fn redirect(stream: conn::Stream, https_port: u16, timeout: std::time:
         None
     })
     .await;
+    // An HTTP/1.0 client may send no Host: then this machine's address.
+    let local = stream.get_ref().local_addr().ok();
     let location = head
-        .and_then(|h| conn::build_request(h.sanitized).ok())
-        .and_then(|req| {
+        .and_then(|h| Some((h.has_host, conn::build_request(h.sanitized).ok()?)))
+        .and_then(|(has_host, req)| {
             let url = req.url();
-            let host = url.host_str()?.to_string();
+            let host = match (has_host, local) {
+                (false, Some(addr)) if addr.is_ipv6() => format!("[{}]", addr.ip()),
+                (false, Some(addr)) => addr.ip().to_string(),
+                _ => url.host_str()?.to_string(),
+            };
             let port = if https_port == 443 {
                 String::new()
             } else {

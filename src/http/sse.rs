@@ -1,6 +1,7 @@
 //! The HTTP side of an event stream: the `retry:` preamble, the keep-alive
-//! comment, and HTTP/1.1 chunk framing around encoded events
-//! ([`crate::event::encode`] makes the events themselves).
+//! comment, and the framing around encoded events ([`crate::event::encode`]
+//! makes the events themselves): HTTP/1.1 chunks, or for an HTTP/1.0
+//! client the bare bytes of a body that ends when the connection does.
 
 /// The `retry:` field that opens every stream, in milliseconds.
 ///
@@ -56,6 +57,69 @@ pub fn chunk_size(len: usize, out: &mut Vec<u8>) {
 
 /// The chunk that ends a chunked body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// How a body of unknown length is delimited.
+///
+/// # Examples
+///
+/// ```
+/// use smolchat::http::sse::Delimit;
+///
+/// let (mut chunked, mut close) = (Vec::new(), Vec::new());
+/// Delimit::Chunked.piece(b": ping\n\n", &mut chunked);
+/// Delimit::Close.piece(b": ping\n\n", &mut close);
+/// assert_eq!((&chunked[..], &close[..]), (&b"8\r\n: ping\n\n\r\n"[..], &b": ping\n\n"[..]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delimit {
+    /// HTTP/1.1 chunks, ended by [`LAST_CHUNK`].
+    Chunked,
+    /// The bytes as they are, ended by closing the connection: the only
+    /// way for an HTTP/1.0 client, which knows no chunks.
+    Close,
+}
+
+impl Delimit {
+    /// The header line that says so, CRLF included.
+    pub fn header(self) -> &'static [u8] {
+        match self {
+            Delimit::Chunked => b"transfer-encoding: chunked\r\n",
+            Delimit::Close => b"connection: close\r\n",
+        }
+    }
+
+    /// Appends what goes before `len` bytes of body: a chunk's size line.
+    pub fn size(self, len: usize, out: &mut Vec<u8>) {
+        if self == Delimit::Chunked {
+            chunk_size(len, out);
+        }
+    }
+
+    /// What goes after a piece of body started with [`Delimit::size`].
+    pub fn after(self) -> &'static [u8] {
+        match self {
+            Delimit::Chunked => b"\r\n",
+            Delimit::Close => b"",
+        }
+    }
+
+    /// Appends `data` as one piece of body. Empty data is skipped.
+    pub fn piece(self, data: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Delimit::Chunked => chunk(data, out),
+            Delimit::Close => out.extend_from_slice(data),
+        }
+    }
+
+    /// The bytes that end the body (then, for [`Delimit::Close`], the
+    /// connection is shut).
+    pub fn end(self) -> &'static [u8] {
+        match self {
+            Delimit::Chunked => LAST_CHUNK,
+            Delimit::Close => b"",
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  launch, live, openPage, postHttp, runCli, send, startServer, until, waitForMessage,
+  audit, launch, live, openPage, postHttp, runCli, send, startServer, until, waitForMessage,
 } from './harness.mjs';
 
 let server;
@@ -66,6 +66,9 @@ test('sign in, chat, an admin deletes a message everywhere, sign out', async () 
   assert.equal(await ana.locator('#messages li.msg', { hasText: 'just visiting' }).locator('.guest').count(), 1);
   assert.equal(await ana.locator('#messages li.msg', { hasText: 'bob was here' }).locator('.guest').count(), 0);
 
+  // A guest's mark and the delete buttons.
+  await audit(ana, 'signed in as an admin, with delete buttons');
+
   // The admin may delete anyone's message.
   const target = ana.locator('#messages li.msg', { hasText: 'bob was here' });
   await target.hover();
@@ -93,6 +96,16 @@ test('sign in, chat, an admin deletes a message everywhere, sign out', async () 
 test('a members-only room asks to sign in, then works', async () => {
   const page = await openPage(await browser.newContext(), `${server.url}/#team-red`);
   await page.locator('#sign-in-why', { hasText: 'is for members' }).waitFor();
+  await audit(page, 'the sign-in form (desktop)');
+  await page.setViewportSize({ width: 360, height: 740 });
+  await audit(page, 'the sign-in form (phone)');
+  // A wrong password: the error under the form.
+  await page.locator('#sign-in-user').fill('bob');
+  await page.locator('#sign-in-password').fill('not it');
+  await page.locator('#sign-in button[type=submit]').click();
+  await page.locator('#sign-in-error', { hasText: 'Wrong account name or password' }).waitFor();
+  await audit(page, 'a refused sign-in (phone)');
+  await page.setViewportSize({ width: 1280, height: 720 });
   await signIn(page, 'bob', 'bob-password');
   await live(page);
   await send(page, 'members only');

@@ -84,6 +84,26 @@ test('a reload shows the history, the name and the room again', async () => {
   await context.close();
 });
 
+test('regression: a rename showed every message of the room twice', async () => {
+  // The new name opens a new stream, which replays the room into the list
+  // that already shows it.
+  const context = await browser.newContext();
+  const page = await openPage(context, `${server.url}/#rename`);
+  await setName(page, 'dora');
+  await live(page);
+  await postHttp(server, 'rename', { user: 'eve', text: 'one' });
+  await send(page, 'two');
+  await waitForMessage(page, 'two');
+  await page.locator('#rename').click();
+  await setName(page, 'dora2');
+  await page.locator('#people li', { hasText: 'dora2' }).waitFor({ state: 'attached' });
+  await postHttp(server, 'rename', { user: 'eve', text: 'three' });
+  await waitForMessage(page, 'three');
+  assert.deepEqual(await bodies(page), ['one', 'two', 'three']);
+  assert.deepEqual(page.errors, []);
+  await context.close();
+});
+
 test('markup in a message is shown as text and never runs', async () => {
   const evil = '<img src=x onerror=alert(1)>';
   const context = await browser.newContext();
@@ -384,7 +404,7 @@ test('follows the system colour scheme, and the list is announced politely', asy
     const page = await openPage(context, `${server.url}/#scheme`);
     await live(page);
     const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
-    const list = await page.$eval('#messages', (ol) => [ol.getAttribute('role'), ol.getAttribute('aria-live')]);
+    const list = await page.$eval('#announce', (log) => [log.getAttribute('role'), log.getAttribute('aria-live')]);
     const labelled = await page.$$eval('input, textarea', (els) => els.every((e) => e.labels.length > 0));
     await context.close();
     return { bg, list, labelled };

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  launch, live, openPage, postHttp, send, setName, startServer, waitForMessage,
+  audit, launch, live, openPage, postHttp, send, setName, startServer, waitForMessage,
 } from './harness.mjs';
 
 let browser;
@@ -35,6 +35,7 @@ test('429: says to slow down, counts down from Retry-After, keeps the text', asy
     await notice.filter({ hasText: /too fast\. You can send again in \d+ s\./ }).waitFor();
     assert.equal(await page.locator('#text').inputValue(), 'two');
     assert.equal(await page.locator('#send-button').isDisabled(), true);
+    await audit(page, 'a 429 countdown, the send button disabled');
     // The countdown ends, the button comes back, and the same text goes out.
     await page.locator('#send-button:not([disabled])').waitFor();
     await page.waitForFunction(() => document.getElementById('notice').textContent === '');

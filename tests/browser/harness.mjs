@@ -2,9 +2,11 @@
 // launch Debian's Chromium through playwright-core, and wait for states
 // with deadlines (never a fixed sleep).
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -247,4 +249,27 @@ export async function startProxy(server) {
       return new Promise((resolve) => proxy.close(resolve));
     },
   };
+}
+
+/** axe-core's browser build, injected into pages by `audit`. */
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/**
+ * Runs axe-core on the page as it is now and fails on any serious or
+ * critical violation, naming each rule and node. Returns the lesser ones
+ * (`[{id, impact, nodes}]`) for the caller to look at.
+ */
+export async function audit(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      nodes: v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`),
+    }));
+  });
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `axe-core on ${what}:\n${JSON.stringify(bad, null, 2)}`);
+  return violations;
 }

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  bodies, launch, live, openPage, postHttp, send, setName, startProxy, startServer, waitForMessage,
+  audit, bodies, launch, live, openPage, postHttp, send, setName, startProxy, startServer, waitForMessage,
 } from './harness.mjs';
 
 let browser;
@@ -72,6 +72,7 @@ test('stop and restart on the same port: reconnecting, live, missed messages onc
   assert.equal(states[0], 'reconnecting', states.join(' '));
   assert.equal(states.at(-1), 'live', states.join(' '));
   await page.locator('#messages .notice-line', { hasText: 'server restarted' }).waitFor();
+  await audit(page, 'a restart notice in the list');
   assert.deepEqual(page.errors, []);
   await context.close();
 });
@@ -88,6 +89,7 @@ test('resume after a network cut: Last-Event-ID brings what was missed, once', a
 
   proxy.down();
   await page.locator('#state[data-state="reconnecting"]').waitFor();
+  await audit(page, 'reconnecting');
   await postHttp(server, 'resume', { user: 'a', text: 'two' });
   await postHttp(server, 'resume', { user: 'a', text: 'three' });
   proxy.up();

@@ -201,6 +201,14 @@ impl Server {
         self.sse_with(path, &[])
     }
 
+    /// Opens an event stream with a request given whole (an HTTP/1.0 one,
+    /// say): its body is read chunked or up to the close, as it comes.
+    pub fn sse_raw(&self, request: &[u8]) -> Sse {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        Sse::open(s)
+    }
+
     /// A metric's value from `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
         // A test near --max-connections may briefly find no free slot while
@@ -465,8 +473,9 @@ fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Reads one response (status line, headers, and a length-delimited or
-/// chunked body; none for 1xx, 204 and 304).
+/// Reads one response (status line, headers, and a length-delimited,
+/// chunked or (with neither) close-delimited body; none for 1xx, 204 and
+/// 304).
 pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
     let mut status_line = read_line(r)?;
     let mut status: u16 = status_line
@@ -518,6 +527,8 @@ pub fn read_response(r: &mut impl BufRead) -> io::Result<Response> {
             r.read_exact(&mut body[start..])?;
             read_line(r)?;
         }
+    } else if status >= 200 {
+        r.read_to_end(&mut body)?;
     }
     Ok(Response { body, ..res })
 }
@@ -548,6 +559,8 @@ pub struct Sse {
     text: Vec<u8>,
     /// The body ended (last chunk or EOF).
     pub ended: bool,
+    /// The body is chunked; else it ends with the connection (HTTP/1.0).
+    chunked: bool,
 }
 
 impl Sse {
@@ -580,11 +593,15 @@ impl Sse {
                 response.body = body;
             }
         }
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         Sse {
             response,
             reader,
             text: Vec::new(),
             ended: false,
+            chunked,
         }
     }
 
@@ -603,6 +620,16 @@ impl Sse {
             return Err(io::ErrorKind::TimedOut.into());
         }
         self.reader.get_ref().set_read_timeout(Some(left))?;
+        if !self.chunked {
+            let mut chunk = [0u8; 4096];
+            let n = self.reader.read(&mut chunk)?;
+            if n == 0 {
+                self.ended = true;
+                return Ok(false);
+            }
+            self.text.extend_from_slice(&chunk[..n]);
+            return Ok(true);
+        }
         let size_line = match read_line(&mut self.reader) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
