@@ -20,7 +20,7 @@
 use serde_json::{json, Value};
 use smolchat::event::{encode, message_json, Event};
 use smolchat::http::{chunked, sse};
-use smolchat::message::{Message, RoomName, Span, Timestamp, UserName};
+use smolchat::message::{Message, NameError, RoomName, Span, Timestamp, UserName};
 use smolchat::transform::Draft;
 
 use crate::event_stream::{self, Stream};
@@ -221,17 +221,31 @@ fn room_name(s: &str) -> RoomName {
 }
 
 /// [`UserName::parse`], checked against its rule: trimmed, 1 to 32
-/// characters, no control character. An invalid name becomes `anonymous`.
+/// characters, no control character; beyond that the input policy may
+/// refuse a name only for characters that show nothing or turn the text's
+/// direction, or for stacked accents (never kept in an accepted name). An
+/// invalid name becomes `anonymous`.
 fn user_name(s: &str) -> UserName {
     let t = s.trim();
     let valid = (1..=32).contains(&t.chars().count()) && !t.chars().any(char::is_control);
+    let hidden = |c: char| {
+        matches!(
+            c,
+            '\u{200B}' | '\u{200C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        )
+    };
     match UserName::parse(s) {
         Ok(u) => {
             assert!(valid && u.as_str() == t, "{s:?}");
+            assert!(!u.as_str().chars().any(hidden), "{s:?}");
             u
         }
-        Err(_) => {
-            assert!(!valid, "{s:?}");
+        Err(e) => {
+            assert!(
+                !valid || matches!(e, NameError::UserInvisible | NameError::UserMarks),
+                "{s:?}: {e:?}"
+            );
             UserName::anonymous()
         }
     }
