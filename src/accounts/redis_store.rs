@@ -97,6 +97,25 @@ impl RedisAccounts {
 
     /// Runs `f` on the connection, connecting first if needed; a failure
     /// drops the connection (the next call connects again).
+    /// One `HSET` or `HDEL` of `field` in hash `key`, and the change
+    /// counter bumped with it, atomically (the instances poll the counter).
+    fn change(
+        &mut self,
+        cmd: &str,
+        key: &str,
+        field: String,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut p = redis::pipe();
+            p.atomic().cmd(cmd).arg(key).arg(field);
+            if let Some(v) = value {
+                p.arg(v);
+            }
+            p.ignore().cmd("INCR").arg(VERSION).ignore().query::<()>(c)
+        })
+    }
+
     fn with<T>(
         &mut self,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
@@ -274,19 +293,7 @@ impl RedisAccounts {
             expires: expires.map(|t| t.0),
         })
         .map_err(|e| StoreError(e.to_string()))?;
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(TOKENS)
-                .arg(hex(hash))
-                .arg(&json)
-                .ignore()
-                .cmd("INCR")
-                .arg(VERSION)
-                .ignore()
-                .query::<()>(c)
-        })
+        self.change("HSET", TOKENS, hex(hash), Some(&json))
     }
 
     fn all_tokens(&mut self) -> Result<Vec<(SecretHash, StoredToken)>, StoreError> {
@@ -322,18 +329,7 @@ impl RedisAccounts {
         let Some((hash, _)) = self.all_tokens()?.into_iter().find(|(_, t)| t.id == id) else {
             return Err(StoreError(format!("no token {id}")));
         };
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HDEL")
-                .arg(TOKENS)
-                .arg(hex(&hash))
-                .ignore()
-                .cmd("INCR")
-                .arg(VERSION)
-                .ignore()
-                .query::<()>(c)
-        })
+        self.change("HDEL", TOKENS, hex(&hash), None)
     }
 
     /// Sets (or replaces) the rule for `who` on `pattern`.
@@ -348,19 +344,12 @@ impl RedisAccounts {
                 return Err(StoreError(format!("no user {u}")));
             }
         }
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(RULES)
-                .arg(rule_field(who, pattern))
-                .arg(access.short())
-                .ignore()
-                .cmd("INCR")
-                .arg(VERSION)
-                .ignore()
-                .query::<()>(c)
-        })
+        self.change(
+            "HSET",
+            RULES,
+            rule_field(who, pattern),
+            Some(access.short()),
+        )
     }
 
     /// Every rule, everyone's first, then by whom and pattern (as SQLite
@@ -455,35 +444,12 @@ impl RedisAccounts {
             expires: expires.0,
         })
         .map_err(|e| StoreError(e.to_string()))?;
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(SESSIONS)
-                .arg(hex(hash))
-                .arg(&json)
-                .ignore()
-                .cmd("INCR")
-                .arg(VERSION)
-                .ignore()
-                .query::<()>(c)
-        })
+        self.change("HSET", SESSIONS, hex(hash), Some(&json))
     }
 
     /// Ends a browser session.
     pub fn remove_session(&mut self, hash: &SecretHash) -> Result<(), StoreError> {
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("HDEL")
-                .arg(SESSIONS)
-                .arg(hex(hash))
-                .ignore()
-                .cmd("INCR")
-                .arg(VERSION)
-                .ignore()
-                .query::<()>(c)
-        })
+        self.change("HDEL", SESSIONS, hex(hash), None)
     }
 
     /// One session by its hash: whose, until when.
