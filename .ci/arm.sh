@@ -168,6 +168,8 @@ apt_setup() {
     )
     # systemd-analyze checks the unit; most images have systemd already.
     command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+    # The unit reloads with /bin/kill (procps, which the package depends on).
+    [ -x /bin/kill ] || pkgs+=(procps)
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-user-static
 
@@ -548,6 +550,11 @@ unit_check() {
     mkdir -p "$root/usr/lib/systemd"
     cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
     dpkg-deb -x "$DEB_OUT"/smolchat_*_amd64.deb "$root"
+    # verify checks every Exec*= command inside the root: the package depends
+    # on procps for ExecReload=/bin/kill, so the root gets the host's copy.
+    [ -x /bin/kill ] || die "/bin/kill missing (package procps)"
+    mkdir -p "$root/bin"
+    cp /bin/kill "$root/bin/kill"
     systemd-analyze verify --root="$root" "$unit"
     echo "systemd-analyze verify: ok"
     local report
