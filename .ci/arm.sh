@@ -26,10 +26,23 @@
 #            contents printed, the glibc requirement checked.
 #   unit     systemd-analyze verify and security on contrib/smolchat.service.
 #
+# `.ci/arm.sh setup-only` runs only the setup (apt, the armv7 std);
+# `.ci/arm.sh build` runs only setup and the builds (release binaries, the
+# in-process test harnesses, cargo-deb): .ci/run starts it early, in the
+# background at a lower priority, and the full run after it finds them built.
+#
 # Nothing is skipped silently: a missing piece fails the run with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+MODE=${1:-all}
+case $MODE in
+    all | build | setup-only) ;;
+    *)
+        echo "usage: .ci/arm.sh [build | setup-only]" >&2
+        exit 2
+        ;;
+esac
 
 # ---- pins and knobs ---------------------------------------------------------
 # Debian's rustc-web and its std must be the same version for the host and
@@ -368,12 +381,13 @@ build_armv7() {
 # ---- tests under emulation -------------------------------------------------------------
 # Two kinds of tests, each run where it tests the ARM build:
 #
-#  - In-process tests (the library's unit tests and tests/transforms.rs, the
-#    only integration test that calls the library directly) are compiled
-#    for the target and run under qemu as cargo's runner. In the release
-#    profile: the dependencies are the ones the shipped binary was built
-#    from (only the test harnesses are new), and the code under test is
-#    optimised as it ships.
+#  - In-process tests (the library's unit tests, the transforms' tables
+#    among them) are compiled for the target and run under qemu as cargo's
+#    runner. In the release profile: the dependencies are the ones the
+#    shipped binary was built from, and the code under test is optimised as
+#    it ships. Only `--lib`: an integration test target would make cargo
+#    build the binary again (dev-dependencies change its features) and link
+#    another harness with LTO, ~2 minutes per target for no new check.
 #  - Every other test drives the server binary from outside, over TCP,
 #    Chromium or signals. Those test binaries are the native ones `cargo
 #    test` built for x86_64; SMOLCHAT_TEST_BIN points them at the ARM release
@@ -395,17 +409,21 @@ run_logged() {
 }
 count_passed() { awk '/^test result: ok\./ { n += $4 } END { print n + 0 }' "$1"; }
 
+# The in-process test harness, built only (`.ci/arm.sh build`).
+unit_tests_build() {
+    xcargo "$1" test --release --locked "${ARM_FEATURES[@]}" --lib --no-run
+}
 unit_tests_target() {
     local triple=$1 wrapper=$2 log
     log=$(mktemp)
     run_logged "in-process tests for $triple" "$log" \
-        xcargo "$triple" test --release --locked "${ARM_FEATURES[@]}" --no-fail-fast --lib --test transforms ||
+        xcargo "$triple" test --release --locked "${ARM_FEATURES[@]}" --no-fail-fast --lib ||
         die "in-process tests failed for $triple under qemu"
     ! grep -q '^test result: FAILED' "$log" || die "a test binary failed for $triple"
     local passed
     passed=$(count_passed "$log")
     [ "$passed" -gt 0 ] || die "no in-process tests ran for $triple"
-    summary "tests $triple in-process under ${wrapper%% *} (lib + transforms, release): $passed passed"
+    summary "tests $triple in-process under ${wrapper%% *} (lib, release): $passed passed"
     rm -f "$log"
 }
 
@@ -417,7 +435,7 @@ import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") \
-            and m["target"]["kind"] == ["test"] and m["target"]["name"] != "transforms":
+            and m["target"]["kind"] == ["test"]:
         print(m["executable"])'
 }
 
@@ -585,6 +603,19 @@ chain_x86_64() {
 
 step "setup: apt (rustc-web, cross gcc, qemu)" apt_setup
 step "setup: armv7 std (private sysroot)" armhf_std_or_warn
+[ "$MODE" != setup-only ] || exit 0
+if [ "$MODE" = build ]; then
+    build_only_aarch64() {
+        step "build: aarch64 release (cross)" build_aarch64
+        step "build: aarch64 in-process test harness" unit_tests_build $A64
+    }
+    build_only_armv7() {
+        armv7_only step "build: armv7 release (cross)" build_armv7
+        armv7_only step "build: armv7 in-process test harness" unit_tests_build $A32
+    }
+    step "builds: aarch64 | armv7 | x86_64 + cargo-deb" together build_only_aarch64 build_only_armv7 chain_x86_64
+    exit 0
+fi
 # The native test binaries the server tests run; built already when .ci/run
 # ran the test suite, so this only checks they are there.
 step "build: native test binaries" cargo test --locked --no-run --tests

@@ -48,7 +48,7 @@
 //! Write `name.rs` with a `pub(crate) fn apply(prose: &str) -> Option<String>`
 //! (or a struct, if it has settings, like `censor`), add a variant to
 //! `Transform`, its name to [`NAMES`], one arm to `from_config`, `name` and
-//! `apply`, a table test in `tests/transforms.rs`, and a section in
+//! `apply`, a table test in `tables.rs`, and a section in
 //! docs/transforms.md. A transform sees only prose; it must not panic, must cost time
 //! linear in its input, and must not add backticks or line breaks, which
 //! would move where code is.
@@ -64,6 +64,10 @@ mod code;
 mod config;
 mod emoji;
 mod scan;
+// The transforms as a user sees them: one table per transform (a unit test
+// module so that the ARM in-process run covers it with the library's tests).
+#[cfg(test)]
+mod tables;
 
 pub use config::{parse_names, CensorMode, ConfigError, TransformConfig, NAMES};
 

@@ -6,8 +6,8 @@
 //! Everything goes through the public API the server uses
 //! (`Pipeline::from_config` and `Pipeline::apply`), with no server.
 
-use smolchat::message::Span;
-use smolchat::transform::{
+use crate::message::Span;
+use crate::transform::{
     parse_names, CensorMode, ConfigError, Draft, Pipeline, Refusal, TransformConfig, NAMES,
 };
 
@@ -172,7 +172,7 @@ fn censor_never_masks_innocent_words_that_contain_listed_ones() {
 #[test]
 #[ignore = "needs /usr/share/dict/american-english or british-english (Debian: wamerican, wbritish)"]
 fn no_dictionary_word_is_masked_or_corrected_unless_listed() {
-    let listed: Vec<&str> = include_str!("../src/transform/data/censor.txt")
+    let listed: Vec<&str> = include_str!("data/censor.txt")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .collect();
@@ -599,7 +599,7 @@ fn pathological_input_costs_linear_time() {
     let start = std::time::Instant::now();
     for text in inputs {
         let out = p.apply(Draft::new(text.clone())).unwrap();
-        assert!(out.text.len() <= smolchat::transform::max_output_len(text.len()));
+        assert!(out.text.len() <= crate::transform::max_output_len(text.len()));
     }
     let took = start.elapsed();
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
@@ -769,8 +769,8 @@ fn unknown_or_repeated_names_are_refused_at_start() {
 /// line breaks, invisible and combining characters).
 mod properties {
     use super::*;
+    use crate::transform::max_output_len;
     use proptest::prelude::*;
-    use smolchat::transform::max_output_len;
 
     const TOKENS: &[&str] = &[
         "shit",
