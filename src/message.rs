@@ -174,8 +174,10 @@ pub const MAX_NAME_MARKS: usize = 2;
 pub const MAX_TEXT_MARKS: usize = 8;
 
 /// Characters that show nothing: zero-width spaces and joiners' cousins,
-/// the soft hyphen, the byte-order mark, Hangul fillers. The zero-width
-/// joiner (U+200D) is not among them: emoji sequences need it.
+/// the soft hyphen, the byte-order mark, Hangul fillers, the invisible
+/// operators and U+2065 (unassigned between them and the bidi isolates,
+/// and ignored by renderers like them). The zero-width joiner (U+200D) is
+/// not among them: emoji sequences need it.
 fn invisible(c: char) -> bool {
     matches!(
         c,
@@ -188,7 +190,7 @@ fn invisible(c: char) -> bool {
             | '\u{180E}'
             | '\u{200B}'
             | '\u{200C}'
-            | '\u{2060}'..='\u{2064}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{2060}'..='\u{2065}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
     )
 }
 
@@ -506,6 +508,9 @@ mod tests {
             ("an\u{00AD}a", Err(NameError::UserInvisible)),
             ("\u{202E}ana", Err(NameError::UserInvisible)),
             ("ana\u{2066}", Err(NameError::UserInvisible)),
+            // Found by the `sse` fuzz target (docs/fuzzing.md): unassigned,
+            // default-ignorable, shown as nothing.
+            ("\u{2065}ana", Err(NameError::UserInvisible)),
             ("\u{200F}ana", Err(NameError::UserInvisible)),
             ("a\0na", Err(NameError::UserChars)),
             ("a\rna", Err(NameError::UserChars)),
