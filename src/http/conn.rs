@@ -35,7 +35,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::{future, FutureExt};
 use http_types::{Body, Method, Request, Response};
 use smol::Async;
@@ -413,22 +413,18 @@ impl Conn<'_> {
             // 1.0 closes unless both sides say keep-alive.
             res.insert_header("connection", "keep-alive");
         }
-        if version == Version::Http10 && res.len().is_none() {
-            // The encoder would chunk a body of unknown length; every
-            // response here is in memory, so give it its length.
-            let body = res
-                .take_body()
-                .into_bytes()
-                .await
-                .map_err(|_| WriteFail::Io)?;
-            res.set_body(body);
-        }
-        let mut out = Vec::with_capacity(512);
-        // The body is in memory, so the encoder never waits.
-        async_h1::server::Encoder::new(res, method)
-            .read_to_end(&mut out)
+        // Every body here is in memory: taking it never waits, and the
+        // answer has a length (never chunked, which 1.0 would not know).
+        let body = res
+            .take_body()
+            .into_bytes()
             .await
             .map_err(|_| WriteFail::Io)?;
+        let mut out = Vec::with_capacity(256 + body.len());
+        encode_head(&mut res, Some(body.len()), &mut out);
+        if method != Method::Head {
+            out.extend_from_slice(&body);
+        }
         write_all(self.stream, &out, self.app.config.slow_timeout).await
     }
 
@@ -464,13 +460,8 @@ impl Conn<'_> {
             frames,
             more: None,
         };
-        let len = page.len();
-        response.set_body(Body::from_reader(futures_lite::io::empty(), Some(len)));
         let mut head = Vec::with_capacity(256);
-        async_h1::server::Encoder::new(response, method)
-            .read_to_end(&mut head)
-            .await
-            .map_err(|_| WriteFail::Io)?;
+        encode_head(&mut response, Some(page.len()), &mut head);
         let mut parts = vec![&head[..]];
         if method != Method::Head {
             parts.extend(page.parts());
@@ -576,15 +567,18 @@ impl Conn<'_> {
     }
 }
 
-/// Builds the request from a head that [`head::parse`] accepted, by
-/// running async-h1's decoder over its sanitized copy; the connection then
-/// sets the body it read itself. Public so the fuzz targets (`fuzz/`) can
-/// check every head the guard lets through.
+/// Builds the request from a head that [`head::parse`] accepted, from its
+/// sanitized copy; the connection then sets the body it read itself.
+/// Public so the fuzz targets (`fuzz/`) can check every head the guard
+/// lets through.
 ///
-/// Synchronously: [`HeadOnly`] never returns `Pending`, so the decoder
-/// finishes in one poll and `block_on` never parks. Awaited inside the
-/// connection future instead, the decoder's state (its 128-entry httparse
-/// header array, 4 KiB) would be part of every connection task's size.
+/// The request is what async-h1's decoder would build from the same head
+/// (the URL from the target and `Host`, the fields in order, HTTP/1.1;
+/// [`build_request_with_async_h1`] is that decoder, kept for the tests
+/// that compare the two), without its per-request costs: an 8 KiB read
+/// buffer filled a byte at a time, a second buffer and a channel for the
+/// body, and a parse of a head the guard parsed already. Only the fields
+/// are read again (httparse, in place: no copy).
 ///
 /// # Examples
 ///
@@ -596,15 +590,77 @@ impl Conn<'_> {
 /// assert_eq!(req.url().as_str(), "http://pi:8080/events?since=3");
 /// ```
 pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
+    let malformed = || ApiError::Head(head::HeadError::Malformed);
+    let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return Err(malformed()),
+    }
+    let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+        return Err(malformed());
+    };
+    // Methods are case-sensitive (RFC 9110), but http-types reads `get`
+    // as GET: refuse any spelling but its own, as it refuses a method it
+    // does not know.
+    let method: Method = match method.parse::<Method>() {
+        Ok(m) if m.as_ref() == method => m,
+        Ok(_) => {
+            return Err(ApiError::BadRequest(
+                "malformed request: invalid http method".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "malformed request: {}",
+                e.to_string().to_lowercase()
+            )))
+        }
+    };
+    let url = if target.starts_with("http://") || target.starts_with("https://") {
+        http_types::Url::parse(target)
+    } else {
+        let host = parsed
+            .headers
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case("host"))
+            .map(|f| std::str::from_utf8(f.value).map_err(|_| malformed()))
+            .transpose()?
+            .ok_or_else(malformed)?;
+        let mut full = String::with_capacity(7 + host.len() + target.len());
+        full.push_str("http://");
+        full.push_str(host);
+        full.push_str(target);
+        http_types::Url::parse(&full)
+    }
+    .map_err(|e| {
+        ApiError::BadRequest(format!(
+            "malformed request: {}",
+            e.to_string().to_lowercase()
+        ))
+    })?;
+    let mut req = Request::new(method, url);
+    req.set_version(Some(http_types::Version::Http1_1));
+    for f in parsed.headers.iter() {
+        // The guard let only printable ASCII through.
+        let value = std::str::from_utf8(f.value).map_err(|_| malformed())?;
+        req.append_header(f.name, value);
+    }
+    Ok(req)
+}
+
+/// [`build_request`] the way it used to be done: async-h1's own decoder run
+/// over the sanitized head. Kept so that tests and the `head` fuzz target
+/// can check that the two build the same request.
+#[doc(hidden)]
+pub fn build_request_with_async_h1(head: Vec<u8>) -> Result<Request, ApiError> {
     let bytes: std::sync::Arc<[u8]> = head.into();
+    // `HeadOnly` never returns `Pending`: one poll, `block_on` never parks.
     let decoded = future::block_on(async_h1::server::decode(HeadOnly {
         bytes: bytes.clone(),
         pos: 0,
     }));
     match decoded {
-        // Methods are case-sensitive (RFC 9110), but http-types reads
-        // `get` as GET: refuse any spelling but its own, as it refuses a
-        // method it does not know.
         Ok(Some((req, _)))
             if bytes.split(|&b| b == b' ').next() != Some(req.method().as_ref().as_bytes()) =>
         {
@@ -1015,6 +1071,61 @@ async fn peer_gone(stream: &Transport) {
 
 /// Status line and headers of a response whose body has no length: an
 /// event stream, a history page read in batches.
+/// Encodes a response's head as async-h1's encoder did (the one smolchat
+/// used before; [`encode_with_async_h1`] in the tests): the status line, the
+/// fields sorted by name, `content-length` (or `transfer-encoding: chunked`
+/// without a length) and a `date`, which is formatted once a second per
+/// thread rather than once per response.
+fn encode_head(res: &mut Response, len: Option<usize>, out: &mut Vec<u8>) {
+    use std::io::Write;
+    match len {
+        Some(len) => res.insert_header("content-length", len.to_string()),
+        None => res.insert_header("transfer-encoding", "chunked"),
+    };
+    if res.header("date").is_none() {
+        res.insert_header("date", http_date());
+    }
+    let status = res.status();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        u16::from(status),
+        status.canonical_reason()
+    );
+    let mut fields: Vec<_> = res.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (name, values) in fields {
+        for v in values.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_str().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`), formatted when
+/// the second changes.
+fn http_date() -> String {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            let at = UNIX_EPOCH + Duration::from_secs(secs);
+            c.1 = http_types::other::Date::new(at).value().as_str().to_owned();
+            c.0 = secs;
+        }
+        c.1.clone()
+    })
+}
+
 fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
     let status = res.status();
     let mut out = format!(
@@ -1040,6 +1151,132 @@ fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a request is made of, to compare two of them.
+    fn parts(req: &Request) -> (String, String, Option<http_types::Version>, Vec<String>) {
+        let mut fields: Vec<String> = req
+            .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
+            .collect();
+        fields.sort();
+        (
+            req.method().to_string(),
+            req.url().to_string(),
+            req.version(),
+            fields,
+        )
+    }
+
+    /// async-h1's encoder, which smolchat used before [`encode_head`].
+    fn encode_with_async_h1(res: Response, method: Method) -> Vec<u8> {
+        use futures_lite::io::AsyncReadExt;
+        let mut out = Vec::new();
+        future::block_on(async_h1::server::Encoder::new(res, method).read_to_end(&mut out))
+            .unwrap();
+        out
+    }
+
+    /// Responses are encoded byte for byte as async-h1 encoded them.
+    #[test]
+    fn responses_are_encoded_as_async_h1_encoded_them() {
+        let make = |status: u16, body: &[u8], fields: &[(&str, &str)]| {
+            let mut res = Response::new(status);
+            res.insert_header("date", "Tue, 01 Dec 2026 14:58:10 GMT");
+            for (n, v) in fields {
+                res.append_header(*n, *v);
+            }
+            res.set_body(body.to_vec());
+            res
+        };
+        let big = vec![b'x'; 70_000];
+        type Case<'a> = (u16, &'a [u8], &'a [(&'a str, &'a str)]);
+        let cases: [Case<'_>; 5] = [
+            (201, br#"{"id":1}"#, &[("content-type", "application/json")]),
+            (204, b"", &[("x-b", "1"), ("x-a", "2"), ("x-a", "3")]),
+            (
+                429,
+                b"slow down",
+                &[("retry-after", "2"), ("cache-control", "no-store")],
+            ),
+            (200, &big, &[("content-type", "text/html; charset=utf-8")]),
+            (503, b"", &[]),
+        ];
+        for (status, body, fields) in cases {
+            for method in [Method::Get, Method::Head] {
+                let mut ours = Vec::new();
+                let mut res = make(status, body, fields);
+                res.take_body();
+                encode_head(&mut res, Some(body.len()), &mut ours);
+                if method != Method::Head {
+                    ours.extend_from_slice(body);
+                }
+                let theirs = encode_with_async_h1(make(status, body, fields), method);
+                assert_eq!(
+                    String::from_utf8_lossy(&ours),
+                    String::from_utf8_lossy(&theirs),
+                    "{status} {method}"
+                );
+            }
+        }
+    }
+
+    /// The cached date is now's, in the format of the `Date` field.
+    #[test]
+    fn the_date_is_now_as_an_http_date() {
+        use std::time::SystemTime;
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let mut res = Response::new(200);
+        res.insert_header("date", http_date());
+        let after = SystemTime::now();
+        let got: SystemTime = http_types::other::Date::from_headers(&res)
+            .unwrap()
+            .unwrap()
+            .into();
+        assert!(got >= before && got <= after, "{:?}", res.header("date"));
+        assert_eq!(http_date().len(), "Tue, 01 Dec 2026 14:58:10 GMT".len());
+    }
+
+    /// The request is built as async-h1's decoder built it, for heads of
+    /// every shape the guard lets through.
+    #[test]
+    fn requests_are_built_as_async_h1_built_them() {
+        let heads = [
+            "GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET /rooms/kitchen/events?since=12&x=%20y HTTP/1.1\r\nHost: pi.local:8080\r\nLast-Event-ID: 7\r\nAccept: text/event-stream\r\n\r\n",
+            "POST /messages HTTP/1.1\r\nHost: [::1]:80\r\nContent-Type: application/json\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\nExpect: 100-continue\r\n\r\n",
+            "POST /messages HTTP/1.0\r\nContent-Length: 3\r\n\r\n",
+            "GET /a/../b//c?q#frag HTTP/1.0\r\nConnection: keep-alive\r\nHost: h\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET http://other.example:81/x?y=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET https://other.example/ HTTP/1.1\r\nHost: t\r\n\r\n",
+            "DELETE /rooms/r/messages/3 HTTP/1.1\r\nHost: 10.0.0.2\r\nAuthorization: Bearer abc\r\nCookie: a=b; c=d\r\nEmpty:\r\n\r\n",
+            "PROPFIND /%7Euser/%zz HTTP/1.1\r\nHost: t:65535\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t:99999\r\n\r\n",
+            "get / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "BREW / HTTP/1.1\r\nHost: t\r\n\r\n",
+        ];
+        let mut built = 0;
+        for text in heads {
+            let Ok(h) = head::parse(text.as_bytes()) else {
+                continue;
+            };
+            let ours = build_request(h.sanitized.clone());
+            let theirs = build_request_with_async_h1(h.sanitized);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(parts(&a), parts(&b), "{text:?}");
+                    built += 1;
+                }
+                (Err(a), Err(b)) => assert_eq!(
+                    (a.status(), a.to_string()),
+                    (b.status(), b.to_string()),
+                    "{text:?}"
+                ),
+                (a, b) => panic!("{text:?}: built {:?}, async-h1 {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+        assert!(built >= 9, "only {built} heads were built");
+    }
 
     /// Found by the `head` fuzz target (docs/fuzzing.md): `POsT` passed
     /// the guard as an unknown method, and http-types built a POST from it,

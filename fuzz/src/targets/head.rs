@@ -11,7 +11,8 @@
 //!
 //! - sanitize to a head the guard accepts again, with the same method,
 //!   target and `Connection: close`, and no framing or `Expect` left;
-//! - build into an `http_types::Request` ([`build_request`]) with exactly
+//! - build into an `http_types::Request` ([`build_request`]) the same as
+//!   async-h1's decoder builds it ([`build_request_with_async_h1`]), with exactly
 //!   the method the guard saw, the path and query of its target whatever
 //!   the `Host` says, and no `Content-Length`, `Transfer-Encoding` or
 //!   `Expect` for async-h1 to act on; only a method http-types does not
@@ -21,11 +22,26 @@
 
 use http_types::{Method, Request, Url};
 use smolchat::http::chunked;
-use smolchat::http::conn::build_request;
+use smolchat::http::conn::{build_request, build_request_with_async_h1};
 use smolchat::http::head::{self, Framing, Head, HeadError};
 use smolchat::http::{percent_decode, resume_after};
 
 use crate::input::Rng;
+
+/// What a request is made of, to compare two of them.
+fn parts(req: &Request) -> (String, String, Option<http_types::Version>, Vec<String>) {
+    let mut fields: Vec<String> = req
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |v| format!("{name}: {v}")))
+        .collect();
+    fields.sort();
+    (
+        req.method().to_string(),
+        req.url().to_string(),
+        req.version(),
+        fields,
+    )
+}
 
 /// `--max-message-bytes` by default.
 const LIMIT: usize = 4096;
@@ -196,7 +212,19 @@ fn check_head(h: &Head, raw: &[u8]) {
     assert_eq!(again.close, h.close);
     assert_eq!(&again.sanitized, s);
 
-    let req = match build_request(s.clone()) {
+    // Built as async-h1's own decoder builds it (which smolchat used to call).
+    let reference = build_request_with_async_h1(s.clone());
+    let built = build_request(s.clone());
+    match (&built, &reference) {
+        (Ok(a), Ok(b)) => assert_eq!(parts(a), parts(b), "sent {shown:?}"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "sent {shown:?}"),
+        _ => panic!(
+            "built: {}, async-h1: {}; sent {shown:?}",
+            built.is_ok(),
+            reference.is_ok()
+        ),
+    }
+    let req = match built {
         Ok(req) => req,
         Err(e) => {
             // Only a method http-types does not spell the same way.
