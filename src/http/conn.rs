@@ -627,11 +627,24 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
             .map(|f| std::str::from_utf8(f.value).map_err(|_| malformed()))
             .transpose()?
             .ok_or_else(malformed)?;
-        let mut full = String::with_capacity(7 + host.len() + target.len());
-        full.push_str("http://");
-        full.push_str(host);
-        full.push_str(target);
-        http_types::Url::parse(&full)
+        // `http://{host}{target}`. A path-absolute target resolves against
+        // the host's URL (remembered, see `head::base_url`) to the same
+        // URL without parsing the host again; a target starting `//` or
+        // `/\` would be read as another host that way, so it, and any
+        // host the guard did not check, takes the long way.
+        let second = target.as_bytes().get(1).copied();
+        match head::base_url(host) {
+            Some(base) if !matches!(second, Some(b'/' | b'\\')) => http_types::Url::options()
+                .base_url(Some(&base))
+                .parse(target),
+            _ => {
+                let mut full = String::with_capacity(7 + host.len() + target.len());
+                full.push_str("http://");
+                full.push_str(host);
+                full.push_str(target);
+                http_types::Url::parse(&full)
+            }
+        }
     }
     .map_err(|e| {
         ApiError::BadRequest(format!(
@@ -1254,6 +1267,12 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: t:99999\r\n\r\n",
             "get / HTTP/1.1\r\nHost: t\r\n\r\n",
             "BREW / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET //evil.example/x HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET /\\evil.example/x HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET /./a/%2e%2e/b/../c?x=1&y=%zz#f HTTP/1.1\r\nHost: T.Example:0080\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: 0x7f.1\r\n\r\n",
+            "GET /b HTTP/1.1\r\nHost: 0x7f.1\r\n\r\n",
+            "GET /? HTTP/1.1\r\nHost: [::ffff:1.2.3.4]:8080\r\n\r\n",
         ];
         let mut built = 0;
         for text in heads {

@@ -378,7 +378,29 @@ fn valid_authority(v: &str) -> bool {
         && v.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']')
         })
-        && http_types::Url::parse(&format!("http://{v}/")).is_ok()
+        && base_url(v).is_some()
+}
+
+/// `http://{authority}/` as a URL, if one builds from it. The last one is
+/// remembered per thread: nearly every request a server gets names the
+/// same host, and the URL parser's host rules (IPv4 forms, IDNA, ports)
+/// cost more than the rest of the head.
+pub(crate) fn base_url(authority: &str) -> Option<http_types::Url> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(String, http_types::Url)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((a, url)) = &*last {
+            if a == authority {
+                return Some(url.clone());
+            }
+        }
+        let url = http_types::Url::parse(&format!("http://{authority}/")).ok()?;
+        *last = Some((authority.to_owned(), url.clone()));
+        Some(url)
+    })
 }
 
 #[cfg(test)]
