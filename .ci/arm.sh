@@ -26,23 +26,10 @@
 #            contents printed, the glibc requirement checked.
 #   unit     systemd-analyze verify and security on contrib/smolchat.service.
 #
-# `.ci/arm.sh setup-only` runs only the setup (apt, the armv7 std);
-# `.ci/arm.sh build` runs only setup and the builds (release binaries, the
-# in-process test harnesses, cargo-deb): .ci/run starts it early, in the
-# background at a lower priority, and the full run after it finds them built.
-#
 # Nothing is skipped silently: a missing piece fails the run with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MODE=${1:-all}
-case $MODE in
-    all | build | setup-only) ;;
-    *)
-        echo "usage: .ci/arm.sh [build | setup-only]" >&2
-        exit 2
-        ;;
-esac
 
 # ---- pins and knobs ---------------------------------------------------------
 # Debian's rustc-web and its std must be the same version for the host and
@@ -409,10 +396,6 @@ run_logged() {
 }
 count_passed() { awk '/^test result: ok\./ { n += $4 } END { print n + 0 }' "$1"; }
 
-# The in-process test harness, built only (`.ci/arm.sh build`).
-unit_tests_build() {
-    xcargo "$1" test --release --locked "${ARM_FEATURES[@]}" --lib --no-run
-}
 unit_tests_target() {
     local triple=$1 wrapper=$2 log
     log=$(mktemp)
@@ -603,19 +586,6 @@ chain_x86_64() {
 
 step "setup: apt (rustc-web, cross gcc, qemu)" apt_setup
 step "setup: armv7 std (private sysroot)" armhf_std_or_warn
-[ "$MODE" != setup-only ] || exit 0
-if [ "$MODE" = build ]; then
-    build_only_aarch64() {
-        step "build: aarch64 release (cross)" build_aarch64
-        step "build: aarch64 in-process test harness" unit_tests_build $A64
-    }
-    build_only_armv7() {
-        armv7_only step "build: armv7 release (cross)" build_armv7
-        armv7_only step "build: armv7 in-process test harness" unit_tests_build $A32
-    }
-    step "builds: aarch64 | armv7 | x86_64 + cargo-deb" together build_only_aarch64 build_only_armv7 chain_x86_64
-    exit 0
-fi
 # The native test binaries the server tests run; built already when .ci/run
 # ran the test suite, so this only checks they are there.
 step "build: native test binaries" cargo test --locked --no-run --tests

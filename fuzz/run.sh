@@ -53,7 +53,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 
 echo "== fuzz crate tests (event-stream parser, corpus replay)"
-cargo test --quiet --locked
+# In the main crate's target directory: smolchat and its dependencies are
+# then the debug builds `cargo test` made already (CI saves ~35 s).
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-../target} cargo test --quiet --locked
 
 build_start=$(date +%s)
 echo "== cargo fuzz build --sanitizer $sanitizer"

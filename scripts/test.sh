@@ -5,7 +5,6 @@
 # the browser suite's npm packages (playwright-core and axe-core, pinned by
 # tests/browser/package-lock.json). apt runs through sudo when not root.
 # Arguments go to `cargo test` (e.g. `scripts/test.sh --test presence`).
-# SMOLCHAT_TEST_SETUP_ONLY=1 installs and stops before `cargo test`.
 # .ci/run calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +54,6 @@ if [ ! -e "$suite/node_modules/.package-lock.json" ] ||
     echo "== npm ci in $suite"
     npm ci --no-audit --no-fund --prefix "$suite"
 fi
-
-[ "${SMOLCHAT_TEST_SETUP_ONLY:-}" != 1 ] || exit 0
 
 echo "== cargo test $*"
 exec cargo test "$@"
