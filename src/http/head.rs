@@ -257,6 +257,7 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     let mut close = false;
     let mut keep_alive = false;
     let mut sanitized = Vec::with_capacity(head.len());
+    let mut kept = 0;
     // async-h1 cannot build a URL from the asterisk form (`OPTIONS *`);
     // the router answers OPTIONS the same on every path, so use `/`.
     let url_target = if target == "*" { "/" } else { target };
@@ -306,15 +307,18 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
         sanitized.extend_from_slice(b": ");
         sanitized.extend_from_slice(value.as_bytes());
         sanitized.extend_from_slice(b"\r\n");
+        kept += 1;
     }
     if http10 {
         if host.is_none() {
             sanitized.extend_from_slice(format!("Host: {DEFAULT_HOST}\r\n").as_bytes());
+            kept += 1;
         }
         // HTTP/1.0 closes after each response unless asked otherwise; the
         // rebuilt 1.1 head says so.
         if !keep_alive && !close {
             sanitized.extend_from_slice(b"Connection: close\r\n");
+            kept += 1;
         }
         close |= !keep_alive;
     }
@@ -322,6 +326,12 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     // async-h1 refuses a head of MAX_HEAD bytes or more as a malformed
     // request (400); the client should hear that its head is too large.
     if sanitized.len() >= MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    // The same for the number of fields: a 1.0 head of 63 or 64 fields
+    // gains `Host` and `Connection`, and the rebuilt head must still parse
+    // within MAX_HEADERS (the request is built from it).
+    if kept > MAX_HEADERS {
         return Err(HeadError::TooLarge);
     }
     if host.is_none() && !http10 {
@@ -421,6 +431,25 @@ mod tests {
         }
         assert_eq!(find_end(&full), Ok(Some(full.len())));
         assert_eq!(find_end(b"GET / HTTP/1.1\nHost: x\n\nrest"), Ok(Some(24)));
+    }
+
+    /// Found by the `head` fuzz target (docs/fuzzing.md): an HTTP/1.0 head
+    /// of 63 fields without `Host` passed the guard, and its rebuilt copy,
+    /// with `Host` and `Connection` added, had 65: more than the request
+    /// can be built from (a 400 for a head the guard had accepted).
+    #[test]
+    fn regression_a_10_head_that_gains_fields_past_the_limit_is_too_large() {
+        let with = |n: usize| {
+            let mut lines = vec!["GET / HTTP/1.0".to_string()];
+            lines.extend((0..n).map(|i| format!("X-{i}: v")));
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            head(&lines)
+        };
+        assert_eq!(parse(&with(63)).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(parse(&with(64)).unwrap_err(), HeadError::TooLarge);
+        let h = parse(&with(62)).unwrap();
+        assert!(crate::http::conn::build_request(h.sanitized.clone()).is_ok());
+        assert_eq!(parse(&h.sanitized).unwrap().sanitized, h.sanitized);
     }
 
     #[test]
