@@ -610,12 +610,7 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
                 "malformed request: invalid http method".into(),
             ))
         }
-        Err(e) => {
-            return Err(ApiError::BadRequest(format!(
-                "malformed request: {}",
-                e.to_string().to_lowercase()
-            )))
-        }
+        Err(e) => return Err(malformed_request(e)),
     };
     let url = if target.starts_with("http://") || target.starts_with("https://") {
         http_types::Url::parse(target)
@@ -646,12 +641,7 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
             }
         }
     }
-    .map_err(|e| {
-        ApiError::BadRequest(format!(
-            "malformed request: {}",
-            e.to_string().to_lowercase()
-        ))
-    })?;
+    .map_err(malformed_request)?;
     let mut req = Request::new(method, url);
     req.set_version(Some(http_types::Version::Http1_1));
     for f in parsed.headers.iter() {
@@ -683,11 +673,16 @@ pub fn build_request_with_async_h1(head: Vec<u8>) -> Result<Request, ApiError> {
         }
         Ok(Some((req, _))) => Ok(req),
         Ok(None) => Err(ApiError::Head(head::HeadError::Malformed)),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "malformed request: {}",
-            e.to_string().to_lowercase()
-        ))),
+        Err(e) => Err(malformed_request(e)),
     }
+}
+
+/// A `400` in the words of the parser that refused the request.
+fn malformed_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(format!(
+        "malformed request: {}",
+        e.to_string().to_lowercase()
+    ))
 }
 
 /// An in-memory stream holding exactly one request head, for
@@ -1090,7 +1085,6 @@ async fn peer_gone(stream: &Transport) {
 /// without a length) and a `date`, which is formatted once a second per
 /// thread rather than once per response.
 fn encode_head(res: &mut Response, len: Option<usize>, out: &mut Vec<u8>) {
-    use std::io::Write;
     match len {
         Some(len) => res.insert_header("content-length", len.to_string()),
         None => res.insert_header("transfer-encoding", "chunked"),
@@ -1098,6 +1092,14 @@ fn encode_head(res: &mut Response, len: Option<usize>, out: &mut Vec<u8>) {
     if res.header("date").is_none() {
         res.insert_header("date", http_date());
     }
+    status_and_fields(res, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response's status line and its fields sorted by name, as async-h1's
+/// encoder writes them; the head's closing blank line is the caller's.
+fn status_and_fields(res: &Response, out: &mut Vec<u8>) {
+    use std::io::Write;
     let status = res.status();
     let _ = write!(
         out,
@@ -1115,7 +1117,6 @@ fn encode_head(res: &mut Response, len: Option<usize>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\r\n");
         }
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`), formatted when
@@ -1140,20 +1141,8 @@ fn http_date() -> String {
 }
 
 fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
-    let status = res.status();
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        u16::from(status),
-        status.canonical_reason()
-    )
-    .into_bytes();
-    let mut fields: Vec<_> = res.iter().collect();
-    fields.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    for (name, values) in fields {
-        for v in values.iter() {
-            out.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
-        }
-    }
+    let mut out = Vec::with_capacity(256);
+    status_and_fields(res, &mut out);
     if delimit == Delimit::Chunked || res.header("connection").is_none() {
         out.extend_from_slice(delimit.header());
     }
