@@ -37,6 +37,8 @@ test('two browser contexts chat both ways, with presence', async () => {
   await waitForMessage(bob, 'hi bob');
   await send(bob, 'hi ana');
   await waitForMessage(ana, 'hi ana');
+  // Each page shows its own message from its own stream too.
+  await waitForMessage(bob, 'hi ana');
   assert.deepEqual(await bodies(ana), ['hi bob', 'hi ana']);
   assert.deepEqual(await bodies(bob), ['hi bob', 'hi ana']);
 

@@ -41,6 +41,9 @@ test('429: says to slow down, counts down from Retry-After, keeps the text', asy
     await page.waitForFunction(() => document.getElementById('notice').textContent === '');
     await page.locator('#text').press('Enter');
     await waitForMessage(page, 'two');
+    // The stream may show the message before the post's answer is read;
+    // the box is emptied on that answer, just before the button is back.
+    await page.locator('#send-button', { hasText: /^Send$/ }).waitFor();
     assert.equal(await page.locator('#text').inputValue(), '');
     assert.deepEqual(page.errors, []);
     await context.close();
