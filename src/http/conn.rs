@@ -115,9 +115,9 @@ pub async fn serve(app: App, stream: Transport, peer: SocketAddr) {
             Step::Close => return,
             Step::Stream(start, delimit) => {
                 drop(conn);
-                let streaming = run_stream(&app, &stream, *start, delimit);
-                log_size("stream", &streaming);
-                streaming.await;
+                // Awaited where it is made: bound to a name first, it would
+                // take its size twice in the task.
+                logged("stream", run_stream(&app, &stream, start, delimit)).await;
                 return;
             }
         }
@@ -131,6 +131,13 @@ pub async fn serve(app: App, stream: Transport, peer: SocketAddr) {
             }
         }
     }
+}
+
+/// Logs the size of a connection future once per kind, at debug level, and
+/// hands it back to be awaited.
+fn logged<F>(what: &str, future: F) -> F {
+    log_size(what, &future);
+    future
 }
 
 /// Logs the size of a connection future once per kind, at debug level.
@@ -755,18 +762,25 @@ pub(crate) async fn write_all(
 pub(crate) async fn run_stream(
     app: &App,
     stream: &Transport,
-    start: StreamStart,
+    start: Box<StreamStart>,
     delimit: Delimit,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let StreamStart {
-        response,
-        mut sub,
-        frames,
-        more,
-        per_client: _per_client,
-        who,
-    } = start;
+    // Taken apart in a block, out of its box: what a stream holds for its
+    // whole life is only what it still uses (an argument or a local kept
+    // to the end would take its bytes in every idle stream's task).
+    let (mut out, mut sub, frames, more, _per_client, who) = {
+        let StreamStart {
+            response,
+            sub,
+            frames,
+            more,
+            per_client,
+            who,
+        } = unbox(start);
+        let head = stream_head(&response, delimit);
+        (head, sub, frames, more, per_client, who)
+    };
     app.metrics.subscribers.fetch_add(1, Relaxed);
     struct Gauge<'a>(&'a App);
     impl Drop for Gauge<'_> {
@@ -779,9 +793,6 @@ pub(crate) async fn run_stream(
 
     // The head, then one chunk: `retry:`, hello, gap, the replay. The
     // frames go out from where they are (write_parts).
-    let mut out = stream_head(&response, delimit);
-    // Its headers are on the heap; an idle stream should not keep them.
-    drop(response);
     let retry = sse::retry(2000);
     delimit.size(
         retry.len() + frames.iter().map(|f| f.len()).sum::<usize>(),
@@ -1019,6 +1030,14 @@ pub(crate) async fn run_stream(
             out = Vec::new();
         }
     }
+}
+
+/// What a box holds, the box freed now.
+// The box is the point: it is freed when this returns, not at the end of
+// the caller's scope.
+#[allow(clippy::boxed_local)]
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// Ends a body of unknown length: the last chunk, or (HTTP/1.0) shutting
