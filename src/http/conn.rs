@@ -46,7 +46,7 @@ use smol::Timer;
 pub type Stream = Async<std::net::TcpStream>;
 
 use super::head::{self, Framing, Head, Version};
-use super::reply::ApiError;
+use super::reply::{ApiError, SECURITY_HEADERS};
 use super::sse::{self, Delimit};
 use super::transport::Transport;
 pub(crate) use super::transport::WriteFail;
@@ -428,7 +428,7 @@ impl Conn<'_> {
             .await
             .map_err(|_| WriteFail::Io)?;
         let mut out = Vec::with_capacity(256 + body.len());
-        encode_head(&mut res, Some(body.len()), &mut out);
+        encode_head(&res, Some(body.len()), &mut out);
         if method != Method::Head {
             out.extend_from_slice(&body);
         }
@@ -468,7 +468,7 @@ impl Conn<'_> {
             more: None,
         };
         let mut head = Vec::with_capacity(256);
-        encode_head(&mut response, Some(page.len()), &mut head);
+        encode_head(&response, Some(page.len()), &mut head);
         let mut parts = vec![&head[..]];
         if method != Method::Head {
             parts.extend(page.parts());
@@ -552,8 +552,7 @@ impl Conn<'_> {
     /// client gets the answer instead of a connection reset.
     async fn refuse(&mut self, err: ApiError) {
         log::debug!("refusing request: {err}");
-        let mut res = err.response();
-        super::reply::secure(&mut res);
+        let res = err.response();
         if self
             .write_response(res, Method::Get, true, Version::Http11)
             .await
@@ -1096,51 +1095,77 @@ async fn peer_gone(stream: &Transport) {
     }
 }
 
-/// Status line and headers of a response whose body has no length: an
-/// event stream, a history page read in batches.
 /// Encodes a response's head as async-h1's encoder did (the one smolchat
-/// used before; [`encode_with_async_h1`] in the tests): the status line, the
-/// fields sorted by name, `content-length` (or `transfer-encoding: chunked`
-/// without a length) and a `date`, which is formatted once a second per
-/// thread rather than once per response.
-fn encode_head(res: &mut Response, len: Option<usize>, out: &mut Vec<u8>) {
-    match len {
-        Some(len) => res.insert_header("content-length", len.to_string()),
-        None => res.insert_header("transfer-encoding", "chunked"),
+/// used before; [`encode_with_async_h1`] in the tests), with
+/// [`SECURITY_HEADERS`]: the status line, the fields sorted by name,
+/// `content-length` (or `transfer-encoding: chunked` without a length)
+/// and a `date`, formatted once a second per thread. The fields smolchat
+/// adds to every response are written here, not inserted into the
+/// response's own (a hashed map, whose every insert allocates).
+fn encode_head(res: &Response, len: Option<usize>, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let framing = match len {
+        Some(len) => ("content-length", decimal(len, &mut digits)),
+        None => ("transfer-encoding", "chunked"),
     };
-    if res.header("date").is_none() {
-        res.insert_header("date", http_date());
+    let [nosniff, referrer] = SECURITY_HEADERS;
+    if res.header("date").is_some() {
+        status_and_fields(res, &[framing, nosniff, referrer], out);
+    } else {
+        with_http_date(|date| {
+            status_and_fields(res, &[framing, ("date", date), nosniff, referrer], out)
+        });
     }
-    status_and_fields(res, out);
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response's status line and its fields sorted by name, as async-h1's
-/// encoder writes them; the head's closing blank line is the caller's.
-fn status_and_fields(res: &Response, out: &mut Vec<u8>) {
-    use std::io::Write;
+/// A response's status line and its fields with `extra`, sorted by name
+/// as async-h1's encoder sorted them; a field of `extra` replaces the
+/// response's of the same name. The head's closing blank line is the
+/// caller's.
+fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) {
     let status = res.status();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        u16::from(status),
-        status.canonical_reason()
-    );
-    let mut fields: Vec<_> = res.iter().collect();
-    fields.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-    for (name, values) in fields {
-        for v in values.iter() {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_str().as_bytes());
-            out.extend_from_slice(b"\r\n");
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(decimal(u16::from(status).into(), &mut digits).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(16);
+    for (name, values) in res.iter() {
+        let name = name.as_str();
+        if extra.iter().all(|(n, _)| *n != name) {
+            fields.extend(values.iter().map(|v| (name, v.as_str())));
         }
+    }
+    fields.extend_from_slice(extra);
+    // Stable: the values of one name keep their order.
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
-/// Now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`), formatted when
-/// the second changes.
-fn http_date() -> String {
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Calls `f` with now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`),
+/// formatted when the second changes.
+fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> R {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -1155,13 +1180,15 @@ fn http_date() -> String {
             c.1 = http_types::other::Date::new(at).value().as_str().to_owned();
             c.0 = secs;
         }
-        c.1.clone()
+        f(&c.1)
     })
 }
 
+/// Status line and headers of a response whose body has no length: an
+/// event stream, a history page read in batches.
 fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    status_and_fields(res, &mut out);
+    status_and_fields(res, &SECURITY_HEADERS, &mut out);
     if delimit == Delimit::Chunked || res.header("connection").is_none() {
         out.extend_from_slice(delimit.header());
     }
@@ -1227,11 +1254,14 @@ mod tests {
                 let mut ours = Vec::new();
                 let mut res = make(status, body, fields);
                 res.take_body();
-                encode_head(&mut res, Some(body.len()), &mut ours);
+                encode_head(&res, Some(body.len()), &mut ours);
                 if method != Method::Head {
                     ours.extend_from_slice(body);
                 }
-                let theirs = encode_with_async_h1(make(status, body, fields), method);
+                // async-h1 adds no security fields; route() did.
+                let mut secured = make(status, body, fields);
+                super::super::reply::secure(&mut secured);
+                let theirs = encode_with_async_h1(secured, method);
                 assert_eq!(
                     String::from_utf8_lossy(&ours),
                     String::from_utf8_lossy(&theirs),
@@ -1247,14 +1277,17 @@ mod tests {
         use std::time::SystemTime;
         let before = SystemTime::now() - Duration::from_secs(1);
         let mut res = Response::new(200);
-        res.insert_header("date", http_date());
+        with_http_date(|d| res.insert_header("date", d));
         let after = SystemTime::now();
         let got: SystemTime = http_types::other::Date::from_headers(&res)
             .unwrap()
             .unwrap()
             .into();
         assert!(got >= before && got <= after, "{:?}", res.header("date"));
-        assert_eq!(http_date().len(), "Tue, 01 Dec 2026 14:58:10 GMT".len());
+        assert_eq!(
+            with_http_date(str::len),
+            "Tue, 01 Dec 2026 14:58:10 GMT".len()
+        );
     }
 
     /// The request is built as async-h1's decoder built it, for heads of

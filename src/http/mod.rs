@@ -237,7 +237,7 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
     if method != Method::Options {
         app.cors.apply(origin.as_deref(), res);
     }
-    reply::secure(res);
+    // The security fields are written with the head (conn::encode_head).
     if app.config.hsts {
         // Browsers then use https:// for this host for a year, also when
         // someone types http://.

@@ -204,8 +204,10 @@ pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
 pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     let status = StatusCode::try_from(status).unwrap_or(StatusCode::InternalServerError);
     let mut res = Response::new(status);
+    // The body's type becomes the response's (one insert, not two).
+    let mut body = http_types::Body::from_bytes(body);
+    body.set_mime(http_types::mime::JSON);
     res.set_body(body);
-    res.insert_header("content-type", "application/json");
     res.insert_header("cache-control", "no-store");
     res
 }
