@@ -472,7 +472,7 @@ impl Conn<'_> {
                 .await;
         }
         let page = super::MessagesReply {
-            response: Response::new(200),
+            response: super::reply::response(200),
             frames,
             more: None,
         };
@@ -657,8 +657,18 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
         }
     }
     .map_err(malformed_request)?;
-    let mut req = Request::new(method, url);
-    req.set_version(Some(http_types::Version::Http1_1));
+    // A copy of a request made once per thread: `Request::new` makes a
+    // channel for trailers (never used here), ~1,000 instructions.
+    thread_local! {
+        static BLANK: Request = {
+            let mut req = Request::new(Method::Get, http_types::Url::parse("http://x/").unwrap());
+            req.set_version(Some(http_types::Version::Http1_1));
+            req
+        };
+    }
+    let mut req = BLANK.with(Request::clone);
+    req.set_method(method);
+    *req.url_mut() = url;
     for f in parsed.headers.iter() {
         // The guard let only printable ASCII through.
         let value = std::str::from_utf8(f.value).map_err(|_| malformed())?;

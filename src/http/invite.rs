@@ -59,7 +59,7 @@ pub(crate) fn svg(app: &App, req: &Request, room: &RoomName) -> Response {
         return super::reply::ApiError::BadRequest("address too long for a qr code".into())
             .response();
     };
-    let mut res = Response::new(200);
+    let mut res = super::reply::response(200);
     res.set_body(svg);
     res.insert_header("content-type", "image/svg+xml");
     res.insert_header("cache-control", "no-store");

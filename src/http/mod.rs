@@ -358,7 +358,7 @@ fn query_u64(req: &Request, key: &str) -> Result<Option<u64>, ApiError> {
 }
 
 fn preflight(app: &App, origin: Option<&str>) -> Reply {
-    let mut res = Response::new(204);
+    let mut res = reply::response(204);
     res.insert_header("allow", "GET, HEAD, POST, OPTIONS");
     app.cors.apply_preflight(origin, &mut res);
     Reply::Response(res)
@@ -464,7 +464,7 @@ async fn stream(
             more = found.next.map(|q| (room.name().clone(), q));
         }
     }
-    let mut response = Response::new(200);
+    let mut response = reply::response(200);
     response.insert_header("content-type", "text/event-stream");
     response.insert_header("cache-control", "no-cache");
     response.insert_header("x-accel-buffering", "no");
@@ -711,7 +711,7 @@ async fn history(app: &App, req: &Request, room: &RoomName) -> Result<Reply, Api
     // The messages' JSON is in their frames already: the body is written
     // from them. Delete events are not messages (the messages they delete
     // show `deleted`).
-    let mut response = Response::new(200);
+    let mut response = reply::response(200);
     response.insert_header("content-type", "application/json");
     response.insert_header("cache-control", "no-store");
     Ok(Reply::Messages(MessagesReply {
@@ -776,7 +776,7 @@ fn metrics(
             Some(u) => ApiError::Forbidden(format!("{u} is not an admin")),
         });
     }
-    let mut res = Response::new(200);
+    let mut res = reply::response(200);
     res.set_body(crate::metrics::render(&app.metrics.snapshot(
         app.room_count(),
         app.tracker.open(),
@@ -955,7 +955,7 @@ async fn logout(app: &App, req: &Request) -> Result<Reply, ApiError> {
     if let Some(session) = auth::cookie(req, auth::COOKIE) {
         app.accounts.end_session(session).await;
     }
-    let mut res = Response::new(204);
+    let mut res = reply::response(204);
     res.insert_header(
         "set-cookie",
         format!(

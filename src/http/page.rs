@@ -78,7 +78,7 @@ pub(crate) fn serve(name: &str, req: &Request) -> Response {
                 .any(|t| t.trim() == asset.etag || t.trim() == "*")
         })
     });
-    let mut res = Response::new(if fresh { 304 } else { 200 });
+    let mut res = super::reply::response(if fresh { 304 } else { 200 });
     if !fresh {
         res.set_body(asset.body);
     }
