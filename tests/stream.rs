@@ -158,8 +158,23 @@ fn idle_streams_get_keepalive_comments() {
     let s = Server::start(&["--keepalive", "300ms"]);
     let mut sse = s.sse("/events");
     sse.until("hello");
-    let ping = sse.next().expect("a keep-alive comment");
-    assert_eq!(ping.comment.as_deref(), Some("ping"));
+    // Not just one: every keepalive period of silence has its ping (the
+    // timer once fired a single time and the stream went quiet for good).
+    for n in 1..=4 {
+        let ping = sse
+            .next()
+            .unwrap_or_else(|| panic!("keep-alive comment {n}"));
+        assert_eq!(ping.comment.as_deref(), Some("ping"), "{ping:?}");
+    }
+    // A message between pings does not stop them either.
+    assert_eq!(s.say("lobby", "ana", "between").status, 201);
+    assert_eq!(sse.until("message").json()["text"], "between");
+    for n in 1..=2 {
+        let ping = sse
+            .next()
+            .unwrap_or_else(|| panic!("keep-alive comment {n} after a message"));
+        assert_eq!(ping.comment.as_deref(), Some("ping"), "{ping:?}");
+    }
 }
 
 #[test]

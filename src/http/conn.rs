@@ -970,6 +970,9 @@ pub(crate) async fn run_stream(
                     ping.set_at(last_write + keepalive);
                     continue;
                 }
+                // A fired timer stays fired: armed again for the next ping
+                // (without this a stream had one ping, then silence).
+                ping.set_at(Instant::now() + keepalive);
                 delimit.piece(sse::PING, &mut out);
             }
             // The room closed; overflow cannot happen with overflow off, but
