@@ -112,10 +112,22 @@ pub fn run(listener: StdListener, app: App, https: Https, ready: impl FnOnce()) 
             })
             .detach();
         }
-        accept_loop(&ex, &listener, &app, acceptor.as_ref())
-            .or(app.shutdown.wait())
-            .await;
-        drop(listener);
+        // A task of its own: as the main future of `ex.run` it was polled
+        // on every wake-up of the executor, each time an `accept` that
+        // found nothing and a re-arm of the listener (two system calls per
+        // keep-alive request).
+        let accepting = {
+            let (ex, app) = (ex.clone(), app.clone());
+            ex.clone().spawn(async move {
+                accept_loop(&ex, &listener, &app, acceptor.as_ref())
+                    .or(app.shutdown.wait())
+                    .await;
+                // The listener closes here: nothing new is accepted while
+                // the open connections drain.
+                drop(listener);
+            })
+        };
+        accepting.await;
         app.shutdown.trigger();
         let drained = async {
             app.tracker.wait_idle().await;
