@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Instructions the server executes per post, counted by callgrind.
 
-usage: scripts/post-instructions.py [BINARY] [N]
+usage: scripts/post-instructions.py [--answer] [BINARY] [N]
 
 Starts BINARY (default target/release/smolchat) under
 `valgrind --tool=callgrind` with `--db :memory: --rate 0 --threads 1`,
 posts N messages (default 200) over one keep-alive connection, stops it,
 and does the same with N + 1,000 posts; the difference of the two totals
 over 1,000 is the cost of one post, without start-up and shutdown. The
-count is the same on a busy machine as on a quiet one, which makes it the
-figure to compare two builds by (docs/performance.md). Needs valgrind.
+count does not depend on the machine's speed, which makes it the figure to
+compare two builds by (docs/performance.md). Needs valgrind.
+
+On a busy machine the whole program's count moves by a few percent from
+run to run: how often the executor and the reactor wake up depends on
+timing. `--answer` counts only inside the connection's answer to a request
+(head check, request, route, post handler, transforms, response), which
+moves by 1-2 %.
 """
 import http.client
 import json
@@ -21,10 +27,13 @@ import sys
 import tempfile
 
 
+ONLY = []
+
+
 def total(binary, posts):
     out = tempfile.NamedTemporaryFile(prefix="callgrind.", delete=False).name
     server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary,
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *ONLY, binary,
          "--addr", "127.0.0.1:0", "--db", ":memory:", "--rate", "0", "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -59,11 +68,17 @@ def total(binary, posts):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/smolchat"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    args = sys.argv[1:]
+    what = "instructions per post"
+    if args[:1] == ["--answer"]:
+        args = args[1:]
+        ONLY.append("--toggle-collect=smolchat::http::conn::Conn::answer::*")
+        what = "instructions per post in answering it"
+    binary = args[0] if args else "target/release/smolchat"
+    n = int(args[1]) if len(args) > 1 else 200
     a = total(binary, n)
     b = total(binary, n + 1000)
-    print(f"{binary}: {(b - a) / 1000:,.0f} instructions per post "
+    print(f"{binary}: {(b - a) / 1000:,.0f} {what} "
           f"({a:,} for {n} posts, {b:,} for {n + 1000})")
 
 

@@ -30,7 +30,7 @@ pub struct Asker {
 /// cookie is just anonymous (the page then offers to sign in again).
 pub async fn identify(app: &App, req: &Request, token_in_query: bool) -> Result<Asker, ApiError> {
     let accounts = &app.accounts;
-    if let Some(value) = req.header("authorization").map(|v| v.last().as_str()) {
+    if let Some(value) = super::header(req, "authorization") {
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let who = if scheme.eq_ignore_ascii_case("bearer") {
             accounts
@@ -81,7 +81,7 @@ pub async fn identify(app: &App, req: &Request, token_in_query: bool) -> Result<
 
 /// A cookie's value.
 pub fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.header("cookie")?.iter().find_map(|v| {
+    super::fields(req, "cookie")?.iter().find_map(|v| {
         v.as_str().split(';').find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then_some(v)
@@ -129,14 +129,14 @@ pub fn require(app: &App, asker: &Asker, room: &RoomName, want: Want) -> Result<
 /// browser), so this is what stops it. Requests without either header are
 /// not from a browser, and a browser always sends `Origin` with a `POST`.
 pub fn same_origin(req: &Request) -> bool {
-    let host = req.header("host").map(|h| h.last().as_str());
-    if let Some(origin) = req.header("origin").map(|v| v.last().as_str()) {
+    let host = super::header(req, "host");
+    if let Some(origin) = super::header(req, "origin") {
         let bare = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
         return bare.is_some() && bare == host;
     }
-    match req.header("sec-fetch-site").map(|v| v.last().as_str()) {
+    match super::header(req, "sec-fetch-site") {
         Some(site) => site == "same-origin" || site == "none",
         None => true,
     }

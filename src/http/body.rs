@@ -39,7 +39,7 @@ fn kind(content_type: Option<&str>) -> Result<Kind, ApiError> {
         return Ok(Kind::Plain);
     };
     let mut parts = ct.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = parts.next().unwrap_or_default().trim();
     for param in parts {
         let (k, v) = param.split_once('=').unwrap_or((param, ""));
         if k.trim().eq_ignore_ascii_case("charset") {
@@ -49,11 +49,15 @@ fn kind(content_type: Option<&str>) -> Result<Kind, ApiError> {
             }
         }
     }
-    match essence.as_str() {
-        "application/json" => Ok(Kind::Json),
-        "application/x-www-form-urlencoded" => Ok(Kind::Form),
-        "text/plain" | "" => Ok(Kind::Plain),
-        _ => Err(ApiError::UnsupportedMediaType),
+    let is = |name: &str| essence.eq_ignore_ascii_case(name);
+    if is("application/json") {
+        Ok(Kind::Json)
+    } else if is("application/x-www-form-urlencoded") {
+        Ok(Kind::Form)
+    } else if is("text/plain") || essence.is_empty() {
+        Ok(Kind::Plain)
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 

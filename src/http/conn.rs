@@ -444,10 +444,10 @@ impl Conn<'_> {
         version: Version,
     ) -> Result<(), WriteFail> {
         if close {
-            res.insert_header("connection", "close");
+            res.insert_header(http_types::headers::CONNECTION, "close");
         } else if version == Version::Http10 {
             // 1.0 closes unless both sides say keep-alive.
-            res.insert_header("connection", "keep-alive");
+            res.insert_header(http_types::headers::CONNECTION, "keep-alive");
         }
         // Every body here is in memory: taking it never waits, and the
         // answer has a length (never chunked, which 1.0 would not know).
@@ -663,11 +663,18 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
         // `/\` would be read as another host that way, so it, and any
         // host the guard did not check, takes the long way.
         let second = target.as_bytes().get(1).copied();
-        match head::base_url(host) {
-            Some(base) if !matches!(second, Some(b'/' | b'\\')) => http_types::Url::options()
-                .base_url(Some(&base))
-                .parse(target),
-            _ => {
+        let relative = (!matches!(second, Some(b'/' | b'\\')))
+            .then(|| {
+                head::with_base_url(host, |base| {
+                    http_types::Url::options()
+                        .base_url(Some(base))
+                        .parse(target)
+                })
+            })
+            .flatten();
+        match relative {
+            Some(url) => url,
+            None => {
                 let mut full = String::with_capacity(7 + host.len() + target.len());
                 full.push_str("http://");
                 full.push_str(host);
@@ -689,12 +696,50 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
     let mut req = BLANK.with(Request::clone);
     req.set_method(method);
     *req.url_mut() = url;
-    for f in parsed.headers.iter() {
+    for (i, f) in parsed.headers.iter().enumerate() {
         // The guard let only printable ASCII through.
         let value = std::str::from_utf8(f.value).map_err(|_| malformed())?;
-        req.append_header(f.name, value);
+        let name = field_name(f.name);
+        // A name's first field is inserted: an append looks it up first
+        // (a hash and a copy of the name) to find it is not there.
+        let seen = parsed.headers[..i]
+            .iter()
+            .any(|g| g.name.eq_ignore_ascii_case(f.name));
+        if seen {
+            req.append_header(name, value);
+        } else {
+            req.insert_header(name, value);
+        }
     }
     Ok(req)
+}
+
+/// A field name as http-types keys it (lowercase). The names most requests
+/// carry are http-types' constants, which borrow a static string; any
+/// other is a lowercased copy.
+fn field_name(name: &str) -> http_types::headers::HeaderName {
+    use http_types::headers::*;
+    static KNOWN: [HeaderName; 14] = [
+        HOST,
+        CONTENT_TYPE,
+        CONTENT_LENGTH,
+        USER_AGENT,
+        ACCEPT,
+        ACCEPT_ENCODING,
+        ACCEPT_LANGUAGE,
+        CONNECTION,
+        COOKIE,
+        ORIGIN,
+        AUTHORIZATION,
+        REFERER,
+        CACHE_CONTROL,
+        IF_NONE_MATCH,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| known.as_str().eq_ignore_ascii_case(name))
+        .cloned()
+        .unwrap_or_else(|| HeaderName::from(name))
 }
 
 /// [`build_request`] the way it used to be done: async-h1's own decoder run
@@ -1151,7 +1196,7 @@ fn encode_head(res: &Response, len: Option<usize>, out: &mut Vec<u8>) {
         None => ("transfer-encoding", "chunked"),
     };
     let [nosniff, referrer] = SECURITY_HEADERS;
-    if res.header("date").is_some() {
+    if has_field(res, "date") {
         status_and_fields(res, &[framing, nosniff, referrer], out);
     } else {
         with_http_date(|date| {
@@ -1173,22 +1218,45 @@ fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) 
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(16);
-    for (name, values) in res.iter() {
-        let name = name.as_str();
-        if extra.iter().all(|(n, _)| *n != name) {
-            fields.extend(values.iter().map(|v| (name, v.as_str())));
+    // Sorted on the stack when they fit, as nearly every response's do.
+    let mut stack = [("", ""); 24];
+    let mut heap = Vec::new();
+    let mut n = 0;
+    let all = res
+        .iter()
+        .filter(|(name, _)| extra.iter().all(|(n, _)| *n != name.as_str()))
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_str(), v.as_str())))
+        .chain(extra.iter().copied());
+    for field in all {
+        if n < stack.len() {
+            stack[n] = field;
+            n += 1;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(field);
         }
     }
-    fields.extend_from_slice(extra);
+    let fields = if heap.is_empty() {
+        &mut stack[..n]
+    } else {
+        &mut heap[..]
+    };
     // Stable: the values of one name keep their order.
     fields.sort_by(|a, b| a.0.cmp(b.0));
-    for (name, value) in fields {
+    for &mut (name, value) in fields {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Whether a response has the field `name` (lowercase): a walk over its
+/// few fields, without the lowercased copy and hash of a lookup.
+fn has_field(res: &Response, name: &str) -> bool {
+    res.iter().any(|(n, _)| n.as_str() == name)
 }
 
 /// `n` in decimal, written into `buf`.
@@ -1231,7 +1299,7 @@ fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> R {
 fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     status_and_fields(res, &SECURITY_HEADERS, &mut out);
-    if delimit == Delimit::Chunked || res.header("connection").is_none() {
+    if delimit == Delimit::Chunked || !has_field(res, "connection") {
         out.extend_from_slice(delimit.header());
     }
     out.extend_from_slice(b"\r\n");

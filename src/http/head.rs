@@ -261,7 +261,9 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     // async-h1 cannot build a URL from the asterisk form (`OPTIONS *`);
     // the router answers OPTIONS the same on every path, so use `/`.
     let url_target = if target == "*" { "/" } else { target };
-    sanitized.extend_from_slice(format!("{method} {url_target} HTTP/1.1\r\n").as_bytes());
+    for part in [method, " ", url_target, " HTTP/1.1\r\n"] {
+        sanitized.extend_from_slice(part.as_bytes());
+    }
     for f in req.headers.iter() {
         // Only printable ASCII got this far, so these are valid UTF-8.
         let value = std::str::from_utf8(f.value)
@@ -311,7 +313,9 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     }
     if http10 {
         if host.is_none() {
-            sanitized.extend_from_slice(format!("Host: {DEFAULT_HOST}\r\n").as_bytes());
+            for part in ["Host: ", DEFAULT_HOST, "\r\n"] {
+                sanitized.extend_from_slice(part.as_bytes());
+            }
             kept += 1;
         }
         // HTTP/1.0 closes after each response unless asked otherwise; the
@@ -388,28 +392,33 @@ fn valid_authority(v: &str) -> bool {
         && v.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'[' | b']')
         })
-        && base_url(v).is_some()
+        && with_base_url(v, |_| ()).is_some()
 }
 
-/// `http://{authority}/` as a URL, if one builds from it. The last one is
-/// remembered per thread: nearly every request a server gets names the
-/// same host, and the URL parser's host rules (IPv4 forms, IDNA, ports)
-/// cost more than the rest of the head.
-pub(crate) fn base_url(authority: &str) -> Option<http_types::Url> {
+/// `f` of `http://{authority}/` as a URL, if one builds from it. The last
+/// one is remembered per thread: nearly every request a server gets names
+/// the same host, and the URL parser's host rules (IPv4 forms, IDNA,
+/// ports) cost more than the rest of the head. `f` borrows it, so a check
+/// costs no copy.
+pub(crate) fn with_base_url<R>(
+    authority: &str,
+    f: impl FnOnce(&http_types::Url) -> R,
+) -> Option<R> {
     use std::cell::RefCell;
     thread_local! {
         static LAST: RefCell<Option<(String, http_types::Url)>> = const { RefCell::new(None) };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        if let Some((a, url)) = &*last {
-            if a == authority {
-                return Some(url.clone());
-            }
+        if !matches!(&*last, Some((a, _)) if a == authority) {
+            let mut full = String::with_capacity(8 + authority.len());
+            full.push_str("http://");
+            full.push_str(authority);
+            full.push('/');
+            let url = http_types::Url::parse(&full).ok()?;
+            *last = Some((authority.to_owned(), url));
         }
-        let url = http_types::Url::parse(&format!("http://{authority}/")).ok()?;
-        *last = Some((authority.to_owned(), url.clone()));
-        Some(url)
+        last.as_ref().map(|(_, url)| f(url))
     })
 }
 

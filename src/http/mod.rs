@@ -336,9 +336,21 @@ pub async fn redirect(stream: conn::Stream, https_port: u16, timeout: std::time:
     let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
 }
 
-/// A header as text. http-types has already checked it is ASCII.
+/// A header as text (its last value). http-types has already checked it
+/// is ASCII.
 fn header<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
-    req.header(name).map(|v| v.last().as_str())
+    fields(req, name).map(|v| v.last().as_str())
+}
+
+/// The values of the field `name`, given in lowercase. A walk over the few
+/// fields a request has: `Request::header(&str)` makes a lowercased copy
+/// of the name and hashes it with SipHash, and was most of a lookup's cost.
+pub(crate) fn fields<'a>(
+    req: &'a Request,
+    name: &'static str,
+) -> Option<&'a http_types::headers::HeaderValues> {
+    debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()));
+    req.iter().find(|(n, _)| n.as_str() == name).map(|(_, v)| v)
 }
 
 fn query<'a>(req: &'a Request, key: &str) -> Option<std::borrow::Cow<'a, str>> {
@@ -536,8 +548,16 @@ async fn post(
     let limit = app.config.max_message_bytes;
     // The connection has read and bounded the body already; this bound is
     // for requests built in tests.
-    let mut bytes = Vec::new();
-    AsyncReadExt::take(req.take_body(), limit as u64 + 1)
+    let body = req.take_body();
+    // Room for the whole body and the read that finds its end, so it is
+    // read into one allocation.
+    let room_for = body
+        .len()
+        .unwrap_or(0)
+        .saturating_add(1)
+        .clamp(32, limit + 1);
+    let mut bytes = Vec::with_capacity(room_for);
+    AsyncReadExt::take(body, limit as u64 + 1)
         .read_to_end(&mut bytes)
         .await
         .map_err(|_| ApiError::BadRequest("could not read body".into()))?;

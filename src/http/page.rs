@@ -71,7 +71,7 @@ pub(crate) fn serve(name: &str, req: &Request) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.name == name) else {
         return super::reply::ApiError::NotFound.response();
     };
-    let fresh = req.header("if-none-match").is_some_and(|v| {
+    let fresh = super::fields(req, "if-none-match").is_some_and(|v| {
         v.iter().any(|v| {
             v.as_str()
                 .split(',')

@@ -220,7 +220,7 @@ pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     let mut body = http_types::Body::from_bytes(body);
     body.set_mime(http_types::mime::JSON);
     res.set_body(body);
-    res.insert_header("cache-control", "no-store");
+    res.insert_header(http_types::headers::CACHE_CONTROL, "no-store");
     res
 }
 
