@@ -1076,14 +1076,24 @@ pub(crate) async fn run_stream(
         } else {
             // A batch of frames: a chunk's size line, the frames, its CRLF
             // (or, close-delimited, the frames alone).
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(batch.len() + 2);
-            parts.push(&out);
-            parts.extend(batch.iter().map(|f| &f[..]));
-            parts.push(delimit.after());
-            let r = async { stream.write_parts(&parts, stall).await.map_err(Some) }
+            // On the stack for a batch of a few frames (nearly every one).
+            let mut small: [&[u8]; 8] = [&[]; 8];
+            let big: Vec<&[u8]>;
+            let all = std::iter::once(&out[..])
+                .chain(batch.iter().map(|f| &f[..]))
+                .chain([delimit.after()]);
+            let parts = if batch.len() + 2 <= small.len() {
+                for (slot, part) in small.iter_mut().zip(all) {
+                    *slot = part;
+                }
+                &small[..batch.len() + 2]
+            } else {
+                big = all.collect();
+                &big[..]
+            };
+            let r = async { stream.write_parts(parts, stall).await.map_err(Some) }
                 .or(lagging)
                 .await;
-            drop(parts);
             batch.clear();
             r
         };

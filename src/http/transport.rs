@@ -214,12 +214,24 @@ async fn write_plain(
     parts: &[&[u8]],
     stall: Duration,
 ) -> Result<(), WriteFail> {
-    let mut slices: Vec<IoSlice<'_>> = parts
+    // On the stack for the few parts a write nearly always has.
+    let mut small = [IoSlice::new(&[]); 8];
+    let mut big: Vec<IoSlice<'_>>;
+    let parts = parts
         .iter()
         .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut rest = &mut slices[..];
+        .map(|p| IoSlice::new(p));
+    let mut rest = if parts.clone().count() <= small.len() {
+        let mut n = 0;
+        for (slot, part) in small.iter_mut().zip(parts) {
+            *slot = part;
+            n += 1;
+        }
+        &mut small[..n]
+    } else {
+        big = parts.collect();
+        &mut big[..]
+    };
     let mut w: &Async<TcpStream> = stream;
     while !rest.is_empty() {
         let batch = &rest[..rest.len().min(MAX_IOV)];

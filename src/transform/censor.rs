@@ -357,8 +357,30 @@ fn repeats(typed: u32, listed: u32) -> bool {
     typed == listed || (typed >= 3 && typed >= listed)
 }
 
-/// Buffers for [`WordList::find`], reused from word to word and from one
-/// piece of prose to the next, so that no word allocates.
+/// Calls `f` with this thread's [`Scratch`]: kept from one message to the
+/// next, so that a message allocates none (a word longer than any before
+/// it grows them; past a few KB they are freed again).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let r = f(&mut scratch);
+            if scratch.units.capacity() > 256 || scratch.chain.alone.capacity() > 256 {
+                *scratch = Scratch::default();
+            }
+            r
+        }
+        // Only if `f` itself censored (it does not): a scratch of its own.
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Buffers for [`WordList::find`], reused from word to word, from one
+/// piece of prose to the next and from message to message, so that no
+/// word allocates.
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// The word being read.

@@ -252,8 +252,17 @@ fn match_runs(text: &str, runs: &[(usize, usize)], cursor: &mut usize, pieces: &
     }
     const NONE: usize = usize::MAX;
     let longest = runs.iter().map(|r| r.1).max().unwrap_or(0);
-    let mut last_of_len = vec![NONE; longest + 1];
-    let mut next_same = vec![NONE; runs.len()];
+    // Both tables in one buffer, on the stack for a paragraph of a few
+    // runs (nearly every one).
+    let mut small = [NONE; 32];
+    let mut big;
+    let tables = if longest + 1 + runs.len() <= small.len() {
+        &mut small[..]
+    } else {
+        big = vec![NONE; longest + 1 + runs.len()];
+        &mut big[..]
+    };
+    let (last_of_len, next_same) = tables.split_at_mut(longest + 1);
     for (i, &(_, n)) in runs.iter().enumerate().rev() {
         next_same[i] = last_of_len[n];
         last_of_len[n] = i;
@@ -285,7 +294,11 @@ fn match_runs(text: &str, runs: &[(usize, usize)], cursor: &mut usize, pieces: &
 /// spaces, then one space comes off each end if both ends have one and the
 /// content is not all spaces.
 fn inline_content(raw: &str) -> String {
-    let s = raw.replace("\r\n", " ").replace('\n', " ");
+    let s = if raw.contains('\n') {
+        raw.replace("\r\n", " ").replace('\n', " ")
+    } else {
+        raw.to_owned()
+    };
     let trim =
         s.len() >= 2 && s.starts_with(' ') && s.ends_with(' ') && s.bytes().any(|b| b != b' ');
     if trim {
@@ -350,6 +363,31 @@ mod tests {
             }
             assert_eq!(joined, text);
         }
+    }
+
+    #[test]
+    fn a_paragraph_of_many_runs_pairs_them_as_one_of_few() {
+        // Up to 31 table slots the runs are paired on the stack, past that
+        // in a buffer: the same pairing either way.
+        for n in [1, 2, 15, 16, 40] {
+            let text = "`a` ``b`` ".repeat(n);
+            let got = cut(&text);
+            let mut want = Vec::new();
+            for _ in 0..n {
+                want.extend([
+                    ("`a`", Some(code("a"))),
+                    (" ", None),
+                    ("``b``", Some(code("b"))),
+                    (" ", None),
+                ]);
+            }
+            assert_eq!(got, want, "{n} pairs");
+        }
+        // A long run and many short ones: the table of lengths grows too.
+        let text = format!("{} x{}", "`a` ".repeat(20), "`".repeat(40));
+        let got = cut(&text);
+        assert_eq!(got.iter().filter(|c| c.1.is_some()).count(), 20);
+        assert_eq!(got.last(), Some(&(&text[79..], None)), "{got:?}");
     }
 
     #[test]

@@ -311,14 +311,14 @@ impl Pipeline {
         let mut want_spans = false;
         for step in &self.steps {
             match step {
-                Transform::Censor(censor) => {
-                    let mut scratch = censor::Scratch::default();
+                Transform::Censor(censor) => censor::with_scratch(|scratch| {
                     for p in &mut prose {
-                        if let Some(masked) = censor.apply_with(p, &mut scratch)? {
+                        if let Some(masked) = censor.apply_with(p, scratch)? {
                             *p = Cow::Owned(masked);
                         }
                     }
-                }
+                    Ok(())
+                })?,
                 Transform::Autocorrect => rewrite(&mut prose, code_len, limit, autocorrect::apply),
                 Transform::Emoji => rewrite_emoji(&mut prose, code_len, limit),
                 Transform::Code => want_spans = true,
