@@ -664,13 +664,7 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
         // host the guard did not check, takes the long way.
         let second = target.as_bytes().get(1).copied();
         let relative = (!matches!(second, Some(b'/' | b'\\')))
-            .then(|| {
-                head::with_base_url(host, |base| {
-                    http_types::Url::options()
-                        .base_url(Some(base))
-                        .parse(target)
-                })
-            })
+            .then(|| path_url(host, target))
             .flatten();
         match relative {
             Some(url) => url,
@@ -712,6 +706,44 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
         }
     }
     Ok(req)
+}
+
+/// The URL of a path-absolute `target` on `host`, resolved against the
+/// host's URL; `None` if no URL builds from the host. The last one is
+/// remembered per thread, and a copy of it given while host and target are
+/// the same: a client posting to its room sends the same target every
+/// time, and resolving it is most of what a URL costs.
+fn path_url(
+    host: &str,
+    target: &str,
+) -> Option<Result<http_types::Url, http_types::url::ParseError>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(String, String, Option<http_types::Url>)> =
+            const { RefCell::new((String::new(), String::new(), None)) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let (h, t, url) = &mut *last;
+        if let Some(url) = url.as_ref().filter(|_| h == host && t == target) {
+            return Some(Ok(url.clone()));
+        }
+        let resolved = head::with_base_url(host, |base| {
+            http_types::Url::options()
+                .base_url(Some(base))
+                .parse(target)
+        })?;
+        *url = None;
+        // Long targets are not kept: a copy is bounded by this.
+        if let (Ok(new), true) = (&resolved, target.len() <= 256) {
+            h.clear();
+            h.push_str(host);
+            t.clear();
+            t.push_str(target);
+            *url = Some(new.clone());
+        }
+        Some(resolved)
+    })
 }
 
 /// A field name as http-types keys it (lowercase). The names most requests
@@ -1392,6 +1424,31 @@ mod tests {
     }
 
     /// The cached date is now's, in the format of the `Date` field.
+    #[test]
+    fn a_remembered_url_is_reused_only_for_the_same_host_and_target() {
+        let url = |head: &str| {
+            let h = head::parse(head.as_bytes()).unwrap();
+            build_request(h.sanitized).unwrap().url().to_string()
+        };
+        let a = "GET /a?x=1 HTTP/1.1\r\nHost: pi:8080\r\n\r\n";
+        assert_eq!(url(a), "http://pi:8080/a?x=1");
+        assert_eq!(url(a), "http://pi:8080/a?x=1");
+        assert_eq!(
+            url("GET /a?x=1 HTTP/1.1\r\nHost: other\r\n\r\n"),
+            "http://other/a?x=1"
+        );
+        assert_eq!(
+            url("GET /a?x=2 HTTP/1.1\r\nHost: other\r\n\r\n"),
+            "http://other/a?x=2"
+        );
+        assert_eq!(url(a), "http://pi:8080/a?x=1");
+        // A target too long to keep is resolved every time, the same way.
+        let long = format!("/{}", "b".repeat(300));
+        let b = format!("GET {long} HTTP/1.1\r\nHost: pi\r\n\r\n");
+        assert_eq!(url(&b), format!("http://pi{long}"));
+        assert_eq!(url(&b), format!("http://pi{long}"));
+    }
+
     #[test]
     fn the_date_is_now_as_an_http_date() {
         use std::time::SystemTime;
