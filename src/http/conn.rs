@@ -1108,8 +1108,9 @@ pub(crate) async fn run_stream(
         } else {
             // A batch of frames: a chunk's size line, the frames, its CRLF
             // (or, close-delimited, the frames alone).
-            // On the stack for a batch of a few frames (nearly every one).
-            let mut small: [&[u8]; 8] = [&[]; 8];
+            // On the stack for a batch of one or two frames (what a stream that
+            // keeps up gets); every slot is in each stream's task, idle or not.
+            let mut small: [&[u8]; 4] = [&[]; 4];
             let big: Vec<&[u8]>;
             let all = std::iter::once(&out[..])
                 .chain(batch.iter().map(|f| &f[..]))

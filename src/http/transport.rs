@@ -215,7 +215,7 @@ async fn write_plain(
     stall: Duration,
 ) -> Result<(), WriteFail> {
     // On the stack for the few parts a write nearly always has.
-    let mut small = [IoSlice::new(&[]); 8];
+    let mut small = [IoSlice::new(&[]); 4];
     let mut big: Vec<IoSlice<'_>>;
     let parts = parts
         .iter()
