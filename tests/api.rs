@@ -167,6 +167,27 @@ fn every_error_status_has_a_json_body() {
 }
 
 #[test]
+fn the_smallest_message_limit_works() {
+    // --max-message-bytes takes 16 at the least: bodies at and over it.
+    let s = Server::start(&["--max-message-bytes", "16", "--rate", "0"]);
+    for (body, status) in [
+        ("hi", 201),
+        ("0123456789abcdef", 201),
+        ("0123456789abcdefg", 413),
+    ] {
+        let r = s.raw(
+            format!(
+                "POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+    }
+    assert_eq!(s.metric("smolchat_panics_total"), 0);
+}
+
+#[test]
 fn chunked_bodies_are_bounded_too() {
     let s = Server::start(&["--max-message-bytes", "64"]);
     let ok = b"POST /messages HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
