@@ -1239,7 +1239,7 @@ fn encode_head(res: &Response, len: Option<usize>, out: &mut Vec<u8>) {
         None => ("transfer-encoding", "chunked"),
     };
     let [nosniff, referrer] = SECURITY_HEADERS;
-    if has_field(res, "date") {
+    if super::fields(res, "date").is_some() {
         status_and_fields(res, &[framing, nosniff, referrer], out);
     } else {
         with_http_date(|date| {
@@ -1296,12 +1296,6 @@ fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) 
     }
 }
 
-/// Whether a response has the field `name` (lowercase): a walk over its
-/// few fields, without the lowercased copy and hash of a lookup.
-fn has_field(res: &Response, name: &str) -> bool {
-    res.iter().any(|(n, _)| n.as_str() == name)
-}
-
 /// `n` in decimal, written into `buf`.
 fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
     let mut at = buf.len();
@@ -1342,7 +1336,7 @@ fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> R {
 fn stream_head(res: &Response, delimit: Delimit) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     status_and_fields(res, &SECURITY_HEADERS, &mut out);
-    if delimit == Delimit::Chunked || !has_field(res, "connection") {
+    if delimit == Delimit::Chunked || super::fields(res, "connection").is_none() {
         out.extend_from_slice(delimit.header());
     }
     out.extend_from_slice(b"\r\n");
@@ -1424,7 +1418,6 @@ mod tests {
         }
     }
 
-    /// The cached date is now's, in the format of the `Date` field.
     #[test]
     fn a_remembered_url_is_reused_only_for_the_same_host_and_target() {
         let url = |head: &str| {
@@ -1450,6 +1443,7 @@ mod tests {
         assert_eq!(url(&b), format!("http://pi{long}"));
     }
 
+    /// The cached date is now's, in the format of the `Date` field.
     #[test]
     fn the_date_is_now_as_an_http_date() {
         use std::time::SystemTime;

@@ -342,15 +342,20 @@ fn header<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
     fields(req, name).map(|v| v.last().as_str())
 }
 
-/// The values of the field `name`, given in lowercase. A walk over the few
-/// fields a request has: `Request::header(&str)` makes a lowercased copy
-/// of the name and hashes it with SipHash, and was most of a lookup's cost.
+/// The values of the field `name`, given in lowercase, of a request or a
+/// response. A walk over the few fields one has: `header(&str)` makes a
+/// lowercased copy of the name and hashes it with SipHash, and was most of
+/// a lookup's cost.
 pub(crate) fn fields<'a>(
-    req: &'a Request,
+    message: &'a impl AsRef<http_types::headers::Headers>,
     name: &'static str,
 ) -> Option<&'a http_types::headers::HeaderValues> {
     debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()));
-    req.iter().find(|(n, _)| n.as_str() == name).map(|(_, v)| v)
+    message
+        .as_ref()
+        .iter()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(_, v)| v)
 }
 
 fn query<'a>(req: &'a Request, key: &str) -> Option<std::borrow::Cow<'a, str>> {
