@@ -128,6 +128,9 @@ die() {
 }
 
 # ---- setup ----------------------------------------------------------------------
+# Another apt (unattended upgrades, a second CI run) may hold the lock: wait
+# for it up to 10 minutes instead of failing at once.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
 BACKPORTS=/etc/apt/sources.list.d/smolchat-ci-bookworm-backports.sources
 
 # Versions apt offers for package $1 (e.g. libstd-rust-web-dev:arm64).
@@ -146,7 +149,7 @@ apt_setup() {
             "${SUDO[@]}" tee "$BACKPORTS" >/dev/null
     fi
     # A failed index shows up below as a missing candidate, with a message.
-    "${SUDO[@]}" apt-get update -qq || echo "WARNING: apt-get update reported errors (see above)" >&2
+    "${SUDO[@]}" apt-get "${APT_WAIT[@]}" update -qq || echo "WARNING: apt-get update reported errors (see above)" >&2
 
     local a b
     a=$(offered libstd-rust-web-dev:amd64 | sort -u)
@@ -170,8 +173,8 @@ apt_setup() {
     command -v systemd-analyze >/dev/null || pkgs+=(systemd)
     # The unit reloads with /bin/kill (procps, which the package depends on).
     [ -x /bin/kill ] || pkgs+=(procps)
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-user-static
+    "${SUDO[@]}" apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${pkgs[@]}"
+    "${SUDO[@]}" apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-user-static
 
     [ -x /usr/bin/rustc ] || die "/usr/bin/rustc missing after installing rustc-web"
     local upstream=${RUST_DEB%%+*}
