@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions the server executes per post, counted by callgrind.
 
-usage: scripts/post-instructions.py [--answer] [BINARY] [N]
+usage: scripts/post-instructions.py [--answer] [--plain] [BINARY] [N]
 
 Starts BINARY (default target/release/smolchat) under
 `valgrind --tool=callgrind` with `--db :memory: --rate 0 --threads 1`,
@@ -16,6 +16,13 @@ run to run: how often the executor and the reactor wake up depends on
 timing. `--answer` counts only inside the connection's answer to a request
 (head check, request, route, post handler, transforms, response), which
 moves by 1-2 %.
+
+`--plain` posts what `loadgen post` (and so `scripts/bench.sh --compare`)
+posts instead of the default JSON message with an emoticon and inline
+code: 64 bytes of plain words as `text/plain` to room `bench`. The axum +
+tokio peer takes the same flags, so its count for the same load is
+`scripts/post-instructions.py --plain benches/peer/target/release/peer`
+(only the whole program's: `--answer` names a smolchat function).
 """
 import http.client
 import json
@@ -28,6 +35,20 @@ import tempfile
 
 
 ONLY = []
+PLAIN = []
+
+
+def request(k):
+    """The path, body and content type of post `k`."""
+    if PLAIN:
+        # loadgen's message_text(): a number, a time, then plain words.
+        text = f"lg {k} {1_700_000_000_000_000 + k} "
+        fill = "the quick brown fox jumps over the lazy dog "
+        while len(text) < 64:
+            text += fill[:64 - len(text)]
+        return "/rooms/bench/messages", text, "text/plain"
+    body = json.dumps({"user": "ana", "text": "hello :) this is `code` and a plain sentence"})
+    return "/rooms/kitchen/messages", body, "application/json"
 
 
 def total(binary, posts):
@@ -46,10 +67,9 @@ def total(binary, posts):
         if port is None:
             sys.exit(f"{binary} did not print its address")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        body = json.dumps({"user": "ana", "text": "hello :) this is `code` and a plain sentence"})
-        for _ in range(posts):
-            conn.request("POST", "/rooms/kitchen/messages", body,
-                         {"Content-Type": "application/json"})
+        for k in range(posts):
+            path, body, kind = request(k)
+            conn.request("POST", path, body, {"Content-Type": kind})
             res = conn.getresponse()
             res.read()
             if res.status != 201:
@@ -70,10 +90,15 @@ def total(binary, posts):
 def main():
     args = sys.argv[1:]
     what = "instructions per post"
-    if args[:1] == ["--answer"]:
-        args = args[1:]
+    if "--answer" in args:
         ONLY.append("--toggle-collect=smolchat::http::conn::Conn::answer::*")
         what = "instructions per post in answering it"
+    if "--plain" in args:
+        PLAIN.append(True)
+        what += " (plain text, as loadgen posts)"
+    args = [a for a in args if a not in ("--answer", "--plain")]
+    if any(a.startswith("--") for a in args):
+        sys.exit(__doc__.split("\n\n")[1])
     binary = args[0] if args else "target/release/smolchat"
     n = int(args[1]) if len(args) > 1 else 200
     a = total(binary, n)

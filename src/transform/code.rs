@@ -69,6 +69,15 @@ pub(crate) enum Piece {
 
 /// Cuts `text` into pieces that cover it exactly, in order.
 pub(crate) fn split(text: &str) -> Vec<Piece> {
+    // Fences and code spans both need a backtick: most chat has none, and
+    // one search for it (memchr) skips the walk over lines and bytes.
+    if !text.as_bytes().contains(&b'`') {
+        return if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::Prose(0..text.len())]
+        };
+    }
     let mut pieces = Vec::new();
     // Start of the prose region not yet handed to `inline`.
     let mut region = 0;
@@ -362,6 +371,14 @@ mod tests {
                 joined.push_str(&text[r]);
             }
             assert_eq!(joined, text);
+        }
+    }
+
+    #[test]
+    fn text_without_a_backtick_is_one_piece_of_prose() {
+        assert_eq!(cut(""), []);
+        for text in ["a", "a\n\nb", "   ", "~~~\nx\n~~~", "\n"] {
+            assert_eq!(cut(text), [(text, None)], "{text:?}");
         }
     }
 
