@@ -19,7 +19,9 @@ moves by 1-2 %.
 
 `--plain` posts what `loadgen post` (and so `scripts/bench.sh --compare`)
 posts instead of the default JSON message with an emoticon and inline
-code: 64 bytes of plain words as `text/plain` to room `bench`. The axum +
+code: 64 bytes of plain words as `text/plain` to room `bench`, the
+request byte for byte as loadgen writes it, in one write (so the server
+reads each request whole, and the count moves less between runs). The axum +
 tokio peer takes the same flags, so its count for the same load is
 `scripts/post-instructions.py --plain benches/peer/target/release/peer`
 (only the whole program's: `--answer` names a smolchat function).
@@ -29,6 +31,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,17 +41,50 @@ ONLY = []
 PLAIN = []
 
 
-def request(k):
-    """The path, body and content type of post `k`."""
-    if PLAIN:
-        # loadgen's message_text(): a number, a time, then plain words.
-        text = f"lg {k} {1_700_000_000_000_000 + k} "
-        fill = "the quick brown fox jumps over the lazy dog "
-        while len(text) < 64:
-            text += fill[:64 - len(text)]
-        return "/rooms/bench/messages", text, "text/plain"
+def loadgen_request(k):
+    """Post `k` byte for byte as `loadgen post` sends it, in one write."""
+    # loadgen's message_text(): a number, a time, then plain words.
+    text = f"lg {k} {1_700_000_000_000_000 + k} "
+    fill = "the quick brown fox jumps over the lazy dog "
+    while len(text) < 64:
+        text += fill[:64 - len(text)]
+    return (f"POST /rooms/bench/messages HTTP/1.1\r\nHost: bench\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(text)}\r\n\r\n{text}").encode()
+
+
+def post_plain(port, posts):
+    """`posts` posts as loadgen sends them, each answer read whole."""
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        for k in range(posts):
+            s.sendall(loadgen_request(k))
+            got = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    sys.exit("the server closed the connection")
+                got += chunk
+                end = got.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", got[:end])
+                if len(got) >= end + 4 + int(length.group(1)):
+                    break
+            if not got.startswith(b"HTTP/1.1 201"):
+                sys.exit(f"a post got {got[:12]!r}")
+
+
+def post_json(port, posts):
+    """`posts` posts of a JSON message with an emoticon and inline code."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     body = json.dumps({"user": "ana", "text": "hello :) this is `code` and a plain sentence"})
-    return "/rooms/kitchen/messages", body, "application/json"
+    for _ in range(posts):
+        conn.request("POST", "/rooms/kitchen/messages", body,
+                     {"Content-Type": "application/json"})
+        res = conn.getresponse()
+        res.read()
+        if res.status != 201:
+            sys.exit(f"a post got {res.status}")
+    conn.close()
 
 
 def total(binary, posts):
@@ -66,15 +102,7 @@ def total(binary, posts):
                 break
         if port is None:
             sys.exit(f"{binary} did not print its address")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        for k in range(posts):
-            path, body, kind = request(k)
-            conn.request("POST", path, body, {"Content-Type": kind})
-            res = conn.getresponse()
-            res.read()
-            if res.status != 201:
-                sys.exit(f"a post got {res.status}")
-        conn.close()
+        (post_plain if PLAIN else post_json)(port, posts)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()
