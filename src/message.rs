@@ -271,7 +271,12 @@ impl std::error::Error for TextError {}
 /// assert_eq!(clean_text(&zalgo).unwrap().chars().count(), 1 + 8);
 /// ```
 pub fn clean_text(text: &str) -> Result<String, TextError> {
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    // Most text has no carriage return: one copy, not two replacements.
+    let text = if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text.to_owned()
+    };
     if text.trim().is_empty() {
         return Err(TextError::Empty);
     }

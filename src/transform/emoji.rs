@@ -243,7 +243,7 @@ pub(crate) fn find(prose: &str, hits: &mut Vec<Hit>) -> usize {
         // bytes end here.
         if !open && b.is_ascii() && (b != b':' || !bytes.get(i + 1).is_some_and(is_name_byte)) {
             prev = Some(char::from(b));
-            open = scan::is_token_start(prev);
+            open = scan::is_token_start_ascii(b);
             after_emoji = false;
             i += 1;
             continue;

@@ -83,6 +83,16 @@ pub(crate) fn is_token_start(prev: Option<char>) -> bool {
     }
 }
 
+/// [`is_token_start`] after the ASCII character `b`, for a loop over
+/// bytes: a comparison or two instead of a call per byte.
+#[inline]
+pub(crate) fn is_token_start_ascii(b: u8) -> bool {
+    matches!(
+        b,
+        b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | b'(' | b'[' | b'{' | b'<' | b'"' | b'\''
+    )
+}
+
 /// Whether `s` may hold a URL at all, so that a piece of prose without one
 /// (most chat) skips testing each word. [`url_len`] finds one only before
 /// `://` or at `www.` in any case, which holds `w.` or `W.`; a false
@@ -183,6 +193,17 @@ mod tests {
             Some('é'),
         ] {
             assert!(!is_token_start(prev), "{prev:?}");
+        }
+    }
+
+    #[test]
+    fn the_ascii_test_agrees_with_the_general_one() {
+        for b in 0..=127u8 {
+            assert_eq!(
+                is_token_start_ascii(b),
+                is_token_start(Some(char::from(b))),
+                "{b:#04x}"
+            );
         }
     }
 
