@@ -88,7 +88,9 @@ pub struct UserName(Arc<str>);
 impl UserName {
     /// The name of a poster who gave none.
     pub fn anonymous() -> Self {
-        UserName(Arc::from("anonymous"))
+        // Made once and shared: most posts from curl have no name.
+        static ANONYMOUS: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        UserName(ANONYMOUS.get_or_init(|| Arc::from("anonymous")).clone())
     }
 
     /// Checks `s` against the user name rules: 1 to 32 characters after
@@ -280,13 +282,19 @@ pub fn clean_text(text: &str) -> Result<String, TextError> {
     if text.trim().is_empty() {
         return Err(TextError::Empty);
     }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    // ASCII (most chat) is checked a byte at a time, and has no marks.
+    let ascii = text.is_ascii();
+    let control = if ascii {
+        text.bytes()
+            .any(|b| b.is_ascii_control() && b != b'\n' && b != b'\t')
+    } else {
+        text.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    };
+    if control {
         return Err(TextError::Control);
     }
-    if longest_mark_run(&text) <= MAX_TEXT_MARKS {
+    if ascii || longest_mark_run(&text) <= MAX_TEXT_MARKS {
         return Ok(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -625,6 +633,21 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(clean_text(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn each_ascii_character_is_judged_as_the_char_rules_say() {
+        for b in 0..=127u8 {
+            let c = char::from(b);
+            let input = format!("a{c}b");
+            let want = match c {
+                '\r' => Ok("a\nb".to_string()),
+                '\n' | '\t' => Ok(input.clone()),
+                c if c.is_control() => Err(TextError::Control),
+                _ => Ok(input.clone()),
+            };
+            assert_eq!(clean_text(&input), want, "{b:#04x}");
         }
     }
 
