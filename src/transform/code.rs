@@ -67,11 +67,16 @@ pub(crate) enum Piece {
     Code { raw: Range<usize>, span: Span },
 }
 
+/// Whether `text` may hold code: fences and code spans both need a
+/// backtick, and most chat has none (one `memchr`).
+pub(crate) fn may_hold_code(text: &str) -> bool {
+    text.as_bytes().contains(&b'`')
+}
+
 /// Cuts `text` into pieces that cover it exactly, in order.
 pub(crate) fn split(text: &str) -> Vec<Piece> {
-    // Fences and code spans both need a backtick: most chat has none, and
-    // one search for it (memchr) skips the walk over lines and bytes.
-    if !text.as_bytes().contains(&b'`') {
+    // Without a backtick, no walk over lines and bytes.
+    if !may_hold_code(text) {
         return if text.is_empty() {
             Vec::new()
         } else {

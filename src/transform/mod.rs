@@ -298,6 +298,18 @@ impl Pipeline {
         if self.steps.is_empty() {
             return Ok(Draft::new(text));
         }
+        let limit = max_output_len(text.len());
+        // Most chat has no code: the whole text is the one piece of prose,
+        // and the steps run on it without the pieces' lists.
+        if !code::may_hold_code(&text) {
+            let mut prose = [Cow::Borrowed(text.as_str())];
+            self.run_steps(&mut prose, 0, limit)?;
+            let [prose] = prose;
+            return Ok(match prose {
+                Cow::Owned(rewritten) => Draft::new(rewritten),
+                Cow::Borrowed(_) => Draft::new(text),
+            });
+        }
         let pieces = code::split(&text);
         let mut prose: Vec<Cow<'_, str>> = pieces
             .iter()
@@ -307,23 +319,7 @@ impl Pipeline {
             })
             .collect();
         let code_len = text.len() - prose.iter().map(|p| p.len()).sum::<usize>();
-        let limit = max_output_len(text.len());
-        let mut want_spans = false;
-        for step in &self.steps {
-            match step {
-                Transform::Censor(censor) => censor::with_scratch(|scratch| {
-                    for p in &mut prose {
-                        if let Some(masked) = censor.apply_with(p, scratch)? {
-                            *p = Cow::Owned(masked);
-                        }
-                    }
-                    Ok(())
-                })?,
-                Transform::Autocorrect => rewrite(&mut prose, code_len, limit, autocorrect::apply),
-                Transform::Emoji => rewrite_emoji(&mut prose, code_len, limit),
-                Transform::Code => want_spans = true,
-            }
-        }
+        let want_spans = self.run_steps(&mut prose, code_len, limit)?;
         let has_code = pieces.iter().any(|p| matches!(p, Piece::Code { .. }));
         let spans = (want_spans && has_code).then(|| code::spans(&pieces, &prose));
         let rewritten = prose.iter().any(|p| matches!(p, Cow::Owned(_))).then(|| {
@@ -341,6 +337,34 @@ impl Pipeline {
             text: rewritten.unwrap_or(text),
             spans,
         })
+    }
+
+    /// Runs every step over the pieces of prose (with `code_len` bytes of
+    /// code around them, and the text's `limit`); whether `code` is one of
+    /// the steps, which then wants the spans.
+    fn run_steps(
+        &self,
+        prose: &mut [Cow<'_, str>],
+        code_len: usize,
+        limit: usize,
+    ) -> Result<bool, Refusal> {
+        let mut want_spans = false;
+        for step in &self.steps {
+            match step {
+                Transform::Censor(censor) => censor::with_scratch(|scratch| {
+                    for p in prose.iter_mut() {
+                        if let Some(masked) = censor.apply_with(p, scratch)? {
+                            *p = Cow::Owned(masked);
+                        }
+                    }
+                    Ok(())
+                })?,
+                Transform::Autocorrect => rewrite(prose, code_len, limit, autocorrect::apply),
+                Transform::Emoji => rewrite_emoji(prose, code_len, limit),
+                Transform::Code => want_spans = true,
+            }
+        }
+        Ok(want_spans)
     }
 }
 
