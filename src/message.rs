@@ -390,6 +390,18 @@ impl Serialize for Timestamp {
 }
 
 impl Timestamp {
+    /// Appends what `Display` writes (no quotes).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 20];
+        match self.four_digit_year(&mut buf) {
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+            None => {
+                use std::io::Write;
+                let _ = write!(out, "{self}");
+            }
+        }
+    }
+
     /// What `Display` writes, for the years 0 to 9999 (every clock's),
     /// written digit by digit: once per message, where the formatting
     /// machinery cost ~2,000 instructions.
