@@ -351,20 +351,24 @@ pub fn message_json(frame: &[u8]) -> &[u8] {
     &frame[start..end]
 }
 
-/// Appends `\ndata: <compact JSON>\n\n`.
-/// Appends `n` in decimal, without the formatting machinery.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// `n` in decimal, written into `buf`, without the formatting machinery
+/// (a frame's id here, a response's length and status in `http::conn`).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
 }
 
 /// Appends a message's JSON: what `serde_json` makes of it (a unit test
@@ -409,6 +413,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Appends `\ndata: <compact JSON>\n\n`.
 fn data(out: &mut Vec<u8>, value: &impl Serialize) {
     out.extend_from_slice(b"\ndata: ");
     // Serializing plain structs of strings and numbers into a Vec cannot fail.

@@ -53,7 +53,7 @@ pub(crate) use super::transport::WriteFail;
 use super::{chunked, route, Reply, StreamStart};
 use crate::accounts::{Accounts, Identity};
 use crate::app::App;
-use crate::event::{self, Frame};
+use crate::event::{self, decimal, Frame};
 use crate::history::Query;
 use crate::message::RoomName;
 use crate::room::Room;
@@ -1235,7 +1235,7 @@ async fn peer_gone(stream: &Transport) {
 fn encode_head(res: &Response, len: Option<usize>, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
     let framing = match len {
-        Some(len) => ("content-length", decimal(len, &mut digits)),
+        Some(len) => ("content-length", decimal(len as u64, &mut digits)),
         None => ("transfer-encoding", "chunked"),
     };
     let [nosniff, referrer] = SECURITY_HEADERS;
@@ -1294,20 +1294,6 @@ fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) 
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-}
-
-/// `n` in decimal, written into `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// Calls `f` with now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`),

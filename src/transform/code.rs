@@ -73,16 +73,9 @@ pub(crate) fn may_hold_code(text: &str) -> bool {
     text.as_bytes().contains(&b'`')
 }
 
-/// Cuts `text` into pieces that cover it exactly, in order.
+/// Cuts `text` into pieces that cover it exactly, in order. (The pipeline
+/// calls it only when [`may_hold_code`]; a text without code is one piece.)
 pub(crate) fn split(text: &str) -> Vec<Piece> {
-    // Without a backtick, no walk over lines and bytes.
-    if !may_hold_code(text) {
-        return if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![Piece::Prose(0..text.len())]
-        };
-    }
     let mut pieces = Vec::new();
     // Start of the prose region not yet handed to `inline`.
     let mut region = 0;
