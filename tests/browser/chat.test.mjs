@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  ROOT, bodies, launch, live, onlineIn, openPage, postHttp, send, setName, startServer,
+  ROOT, bodies, collectGarbage, launch, listen, live, onlineIn, openPage, postHttp, send, setName, startServer,
   until, waitForMessage,
 } from './harness.mjs';
 
@@ -301,9 +301,11 @@ test('screenshots: a phone at 360x740 and a desktop', async () => {
     await postHttp(demo, 'kitchen', { user: 'bob', text: 'who took the last oat milk?' });
     // bob and cleo are online too, listening like any client would.
     for (const user of ['bob', 'cleo']) {
-      const res = await fetch(`${demo.url}/rooms/${room}/events?user=${user}`, { signal: listeners.signal });
+      const res = await listen(demo, room, `?user=${user}`, listeners.signal);
       assert.equal(res.status, 200);
     }
+    // Their streams stay open through a garbage collection.
+    collectGarbage();
     // The pictures in docs/ are rewritten only when asked
     // (SMOLCHAT_SCREENSHOTS=1, see scripts/screenshots.sh); otherwise they
     // go to a temporary folder, so a test run leaves the work tree as it was.
@@ -365,7 +367,7 @@ test('the page shows exactly who is online after streams come and go', async () 
   const connect = async (user) => {
     const stop = new AbortController();
     const q = user ? `?user=${user}` : '';
-    const res = await fetch(`${server.url}/rooms/${room}/events${q}`, { signal: stop.signal });
+    const res = await listen(server, room, q, stop.signal);
     assert.equal(res.status, 200);
     open.push({ user, stop });
   };
@@ -374,6 +376,7 @@ test('the page shows exactly who is online after streams come and go', async () 
     if (open.length < 3 || i % 3 !== 2) await connect(names[i % names.length]);
     else open.splice((i * 7) % open.length, 1)[0].stop.abort();
   }
+  collectGarbage();
   // What the server says, once it has seen every close, is the truth.
   const users = [...new Set(['ana', ...open.map((o) => o.user).filter(Boolean)])].sort();
   await until(async () => {

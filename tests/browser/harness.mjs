@@ -9,6 +9,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { chromium } from 'playwright-core';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -191,6 +193,36 @@ export async function postHttp(server, room, body) {
     body: JSON.stringify(body),
   });
   return { status: res.status, json: await res.json() };
+}
+
+/**
+ * Opens a room's event stream like a curl client would, and keeps reading
+ * it until `signal` aborts. The body must be read: Node's fetch cancels an
+ * unread body whose Response has been garbage collected, which closes the
+ * stream at a moment no test chose (a listener left the room mid-test on a
+ * slow machine, where a collection happened to run during a long wait).
+ */
+export async function listen(server, room, query, signal) {
+  const res = await fetch(`${server.url}/rooms/${room}/events${query}`, { signal });
+  const reader = res.body.getReader();
+  (async () => {
+    try {
+      while (!(await reader.read()).done);
+    } catch {
+      // Aborted by the test, or the server went away: the stream is over.
+    }
+  })();
+  return res;
+}
+
+/**
+ * Runs a full garbage collection now. A test that holds streams open calls
+ * it to show they survive one: a collection runs at moments no test picks,
+ * more often on a slow machine, and an unread fetch body does not survive it.
+ */
+export function collectGarbage() {
+  v8.setFlagsFromString('--expose-gc');
+  vm.runInNewContext('gc')();
 }
 
 /** The server's online count for `room` (`GET /rooms`). */
