@@ -449,18 +449,7 @@ impl Conn<'_> {
             // 1.0 closes unless both sides say keep-alive.
             res.insert_header(http_types::headers::CONNECTION, "keep-alive");
         }
-        // Every body here is in memory: taking it never waits, and the
-        // answer has a length (never chunked, which 1.0 would not know).
-        let body = res
-            .take_body()
-            .into_bytes()
-            .await
-            .map_err(|_| WriteFail::Io)?;
-        let mut out = Vec::with_capacity(256 + body.len());
-        encode_head(&res, Some(body.len()), &mut out);
-        if method != Method::Head {
-            out.extend_from_slice(&body);
-        }
+        let out = answer_bytes(res, method).await.map_err(|_| WriteFail::Io)?;
         write_all(self.stream, &out, self.app.config.slow_timeout).await
     }
 
@@ -598,6 +587,39 @@ impl Conn<'_> {
                 return;
             }
             drained += self.buf.len();
+        }
+    }
+}
+
+/// The bytes of an answer: its head, then (unless it answers a `HEAD`) its
+/// body. Every body here is in memory: reading it never waits, and the
+/// answer has a length (never chunked, which 1.0 would not know).
+async fn answer_bytes(mut res: Response, method: Method) -> io::Result<Vec<u8>> {
+    match res.len() {
+        // With its type in the fields, the body is read straight after the
+        // head: `take_body` would look the type up again (SipHash) and
+        // `into_bytes` copy the body into a Vec of its own.
+        Some(len) if super::fields(&res, "content-type").is_some() => {
+            let mut out = Vec::with_capacity(256 + len);
+            encode_head(&res, Some(len), &mut out);
+            if method != Method::Head {
+                futures_lite::AsyncReadExt::read_to_end(&mut res, &mut out).await?;
+            }
+            Ok(out)
+        }
+        // Without one, `take_body` gives the answer its body's type.
+        _ => {
+            let body = res
+                .take_body()
+                .into_bytes()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let mut out = Vec::with_capacity(256 + body.len());
+            encode_head(&res, Some(body.len()), &mut out);
+            if method != Method::Head {
+                out.extend_from_slice(&body);
+            }
+            Ok(out)
         }
     }
 }
@@ -1384,13 +1406,8 @@ mod tests {
         ];
         for (status, body, fields) in cases {
             for method in [Method::Get, Method::Head] {
-                let mut ours = Vec::new();
-                let mut res = make(status, body, fields);
-                res.take_body();
-                encode_head(&res, Some(body.len()), &mut ours);
-                if method != Method::Head {
-                    ours.extend_from_slice(body);
-                }
+                let ours =
+                    future::block_on(answer_bytes(make(status, body, fields), method)).unwrap();
                 // async-h1 adds no security fields; route() did.
                 let mut secured = make(status, body, fields);
                 super::super::reply::secure(&mut secured);
@@ -1401,6 +1418,30 @@ mod tests {
                     "{status} {method}"
                 );
             }
+        }
+    }
+
+    /// A response without a type is written as before the body was read
+    /// in place: `take_body` names it `application/octet-stream` (the
+    /// type of the empty body it leaves behind).
+    #[test]
+    fn an_answer_without_a_type_is_named_octet_stream() {
+        for method in [Method::Get, Method::Head] {
+            let mut res = Response::new(200);
+            res.set_body(http_types::Body::from_string("hi".into()));
+            res.remove_header("content-type");
+            let out = future::block_on(answer_bytes(res, method)).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("\r\ncontent-type: application/octet-stream\r\n"),
+                "{text}"
+            );
+            assert!(text.contains("\r\ncontent-length: 2\r\n"), "{text}");
+            assert_eq!(
+                text.ends_with("\r\n\r\nhi"),
+                method == Method::Get,
+                "{text}"
+            );
         }
     }
 
