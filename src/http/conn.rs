@@ -592,36 +592,32 @@ impl Conn<'_> {
 }
 
 /// The bytes of an answer: its head, then (unless it answers a `HEAD`) its
-/// body. Every body here is in memory: reading it never waits, and the
-/// answer has a length (never chunked, which 1.0 would not know).
+/// body, read straight after the head into the one buffer (`take_body`
+/// would look the type up again, SipHash, and `into_bytes` copy the body
+/// into a Vec of its own). Every body here is in memory: reading it never
+/// waits, and the answer has a length (never chunked, which 1.0 would not
+/// know).
 async fn answer_bytes(mut res: Response, method: Method) -> io::Result<Vec<u8>> {
-    match res.len() {
-        // With its type in the fields, the body is read straight after the
-        // head: `take_body` would look the type up again (SipHash) and
-        // `into_bytes` copy the body into a Vec of its own.
-        Some(len) if super::fields(&res, "content-type").is_some() => {
-            let mut out = Vec::with_capacity(256 + len);
-            encode_head(&res, Some(len), &mut out);
-            if method != Method::Head {
-                futures_lite::AsyncReadExt::read_to_end(&mut res, &mut out).await?;
-            }
-            Ok(out)
-        }
-        // Without one, `take_body` gives the answer its body's type.
-        _ => {
-            let body = res
-                .take_body()
-                .into_bytes()
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let mut out = Vec::with_capacity(256 + body.len());
-            encode_head(&res, Some(body.len()), &mut out);
-            if method != Method::Head {
-                out.extend_from_slice(&body);
-            }
-            Ok(out)
-        }
+    use futures_lite::AsyncReadExt;
+    if super::fields(&res, "content-type").is_none() {
+        // What `take_body` named such an answer: the type of the empty body
+        // it leaves behind.
+        res.set_content_type(http_types::mime::BYTE_STREAM);
     }
+    // A body of unknown length (smolchat makes none) is read first, for
+    // its length.
+    let mut unsized_body = Vec::new();
+    let len = match res.len() {
+        Some(len) => len,
+        None => res.read_to_end(&mut unsized_body).await?,
+    };
+    let mut out = Vec::with_capacity(256 + len);
+    encode_head(&res, Some(len), &mut out);
+    if method != Method::Head {
+        out.extend_from_slice(&unsized_body);
+        res.read_to_end(&mut out).await?;
+    }
+    Ok(out)
 }
 
 /// Builds the request from a head that [`head::parse`] accepted, from its
@@ -1422,8 +1418,8 @@ mod tests {
     }
 
     /// A response without a type is written as before the body was read
-    /// in place: `take_body` names it `application/octet-stream` (the
-    /// type of the empty body it leaves behind).
+    /// in place: named `application/octet-stream`, as `take_body` named it
+    /// (the type of the empty body it leaves behind).
     #[test]
     fn an_answer_without_a_type_is_named_octet_stream() {
         for method in [Method::Get, Method::Head] {
@@ -1442,6 +1438,23 @@ mod tests {
                 method == Method::Get,
                 "{text}"
             );
+        }
+    }
+
+    /// A body of unknown length is read first, for its length, and sent
+    /// once.
+    #[test]
+    fn an_answer_of_unknown_length_gets_its_length() {
+        for method in [Method::Get, Method::Head] {
+            let mut res = Response::new(200);
+            let reader =
+                futures_lite::io::BufReader::new(futures_lite::io::Cursor::new(b"hello".to_vec()));
+            res.set_body(http_types::Body::from_reader(reader, None));
+            let out = future::block_on(answer_bytes(res, method)).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
+            let body = text.split_once("\r\n\r\n").unwrap().1;
+            assert_eq!(body, if method == Method::Get { "hello" } else { "" });
         }
     }
 
