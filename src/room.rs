@@ -75,6 +75,10 @@ pub struct Room {
     /// Rung while a post has waited past the stall budget: the streams
     /// that hold the queue full end themselves ([`Subscription::held_back_too_long`]).
     laggards: Notify,
+    /// Frames ever queued on `tx`, counted under the state lock: a
+    /// subscription's backlog is this less what it found here when it
+    /// subscribed and what it has taken since.
+    queued: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -338,6 +342,7 @@ impl Room {
             memory,
             last_used: AtomicU64::new(0),
             stall_budget_ms: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             laggards: Notify::new(),
         }
     }
@@ -681,13 +686,19 @@ impl Room {
         };
         debug_assert_eq!(id, st.next_id);
         match self.tx.try_broadcast(frame.clone()) {
-            Ok(_) | Err(TrySendError::Inactive(_)) => {}
+            Ok(_) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nobody listens: nothing is queued.
+            Err(TrySendError::Inactive(_)) => {}
             // Cannot happen: a slot was free or reserved under this lock, and
             // we hold an inactive receiver so the channel stays open. If it
             // ever did, wait rather than lose the message for subscribers.
             Err(TrySendError::Full(f)) | Err(TrySendError::Closed(f)) => {
                 log::error!("room {} queue unexpectedly full; waiting", self.name);
-                let _ = self.tx.broadcast_blocking(f);
+                if self.tx.broadcast_blocking(f).is_ok() {
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         st.next_id = id + 1;
@@ -844,6 +855,7 @@ impl Room {
         }
         self.presence_changed(&mut st);
         let rx = self.tx.new_receiver();
+        let start = self.queued.load(Ordering::Relaxed);
         let seen = st.presence.clone();
         let hello = encode(&Event::Hello {
             room: self.name.as_str(),
@@ -897,6 +909,7 @@ impl Room {
             Subscription {
                 room: self.clone(),
                 rx: Some(rx),
+                received: start,
                 user,
                 seen,
             },
@@ -941,6 +954,9 @@ impl Room {
 pub struct Subscription {
     room: Arc<Room>,
     rx: Option<Receiver<Frame>>,
+    /// The room's `queued` count up to the frames this stream has taken:
+    /// the difference is its own backlog.
+    received: u64,
     user: Option<UserName>,
     /// The presence snapshot this stream last sent.
     seen: Arc<Presence>,
@@ -952,14 +968,15 @@ impl Subscription {
         self.rx.as_mut().expect("receiver is only taken on drop")
     }
 
-    /// Tells waiting publishers that this subscriber took messages, if
-    /// that freed queue slots.
+    /// Counts `frames` taken from the receiver, and tells waiting
+    /// publishers if that freed queue slots.
     ///
     /// A slot frees only when the last subscriber takes its message, so a
     /// queue still full after our take has nothing to offer; notifying
     /// anyway would wake every waiting publisher once per subscriber per
     /// message, to find the queue full and wait again.
-    pub fn taken(&self) {
+    pub fn taken(&mut self, frames: usize) {
+        self.received += frames as u64;
         if !self.room.tx.is_full() {
             self.room.space.notify(usize::MAX);
         }
@@ -976,11 +993,20 @@ impl Subscription {
     pub async fn held_back_too_long(&self) {
         loop {
             self.room.laggards.listen().await;
-            let mine = self.rx.as_ref().map_or(0, Receiver::len);
-            if mine > 0 && mine >= self.room.tx.len() {
+            if self.holds_oldest() {
                 return;
             }
         }
+    }
+
+    /// Whether this stream has not taken the oldest queued frame yet: one
+    /// of those whose slowness keeps a slot in use. (The receiver's own
+    /// `len` cannot tell: it is the whole queue's length, the same for
+    /// every receiver.)
+    fn holds_oldest(&self) -> bool {
+        let queued = self.room.queued.load(Ordering::Relaxed);
+        let backlog = queued.saturating_sub(self.received);
+        backlog > 0 && backlog >= self.room.tx.len() as u64
     }
 
     /// The number of the presence snapshot this stream last sent.
@@ -1111,10 +1137,55 @@ mod tests {
         });
         let first = smol::block_on(sub.receiver().recv()).unwrap();
         assert!(text(&first).contains("\"text\":\"1\""));
-        sub.taken();
+        sub.taken(1);
         assert_eq!(waiter.join().unwrap().unwrap(), 2);
         let second = smol::block_on(sub.receiver().recv()).unwrap();
         assert!(text(&second).contains("\"text\":\"2\""));
+    }
+
+    /// Takes every frame queued for `sub` now, as a stream's batch does.
+    fn take_all(sub: &mut Subscription) -> usize {
+        let mut n = 0;
+        while sub.receiver().try_recv().is_ok() {
+            n += 1;
+        }
+        sub.taken(n);
+        n
+    }
+
+    #[test]
+    fn only_the_streams_that_have_not_taken_the_oldest_frame_hold_the_queue() {
+        let room = Arc::new(room(4, 10));
+        let (mut reader, _) = room.subscribe(None, 0, None);
+        let (mut stalled, _) = room.subscribe(None, 0, None);
+        assert!(
+            !reader.holds_oldest() && !stalled.holds_oldest(),
+            "empty queue"
+        );
+        for i in 0..4 {
+            publish(&room, new_message(&i.to_string()), soon()).unwrap();
+        }
+        assert_eq!(take_all(&mut reader), 4);
+        // The queue is full (4 of 4) and only `stalled` holds it.
+        assert!(!reader.holds_oldest());
+        assert!(stalled.holds_oldest());
+
+        // `stalled` takes one: a slot frees, it still holds the oldest.
+        assert!(stalled.receiver().try_recv().is_ok());
+        stalled.taken(1);
+        publish(&room, new_message("4"), soon()).unwrap();
+        assert!(!reader.holds_oldest(), "one frame behind, not the oldest");
+        assert!(stalled.holds_oldest());
+
+        // A stream that joins a full queue holds nothing yet.
+        let (late, _) = room.subscribe(None, 0, None);
+        assert!(!late.holds_oldest());
+
+        // Once `stalled` catches up, `reader` (one behind) holds the oldest.
+        assert_eq!(take_all(&mut stalled), 4);
+        assert!(!stalled.holds_oldest());
+        assert!(reader.holds_oldest());
+        assert!(!late.holds_oldest());
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! An event stream takes the socket over from there ([`super::stream`] is
 //! not a module; see [`run_stream`]).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -56,7 +57,7 @@ use crate::app::App;
 use crate::event::{self, decimal, Frame};
 use crate::history::Query;
 use crate::message::RoomName;
-use crate::room::Room;
+use crate::room::{Room, Subscription};
 
 /// Send buffer for event streams: small, so a client that stops reading
 /// fills it soon and the stall is seen, instead of the kernel's auto-tuned
@@ -1057,7 +1058,7 @@ pub(crate) async fn run_stream(
                         Err(_) => break,
                     }
                 }
-                sub.taken();
+                sub.taken(batch.len());
                 delimit.size(len, &mut out);
             }
             Ev::Revoked => {
@@ -1115,14 +1116,8 @@ pub(crate) async fn run_stream(
         }
         // A write races the stall budget: a stream that holds the room's
         // queue full while a post waits past --stall-budget is cut.
-        let lagging = async {
-            sub.held_back_too_long().await;
-            Err(None)
-        };
         let written = if batch.is_empty() {
-            async { write_all(stream, &out, stall).await.map_err(Some) }
-                .or(lagging)
-                .await
+            until_held_back(&sub, write_all(stream, &out, stall)).await
         } else {
             // A batch of frames: a chunk's size line, the frames, its CRLF
             // (or, close-delimited, the frames alone).
@@ -1142,9 +1137,7 @@ pub(crate) async fn run_stream(
                 big = all.collect();
                 &big[..]
             };
-            let r = async { stream.write_parts(parts, stall).await.map_err(Some) }
-                .or(lagging)
-                .await;
+            let r = until_held_back(&sub, stream.write_parts(parts, stall)).await;
             batch.clear();
             r
         };
@@ -1177,6 +1170,32 @@ pub(crate) async fn run_stream(
             out = Vec::new();
         }
     }
+}
+
+/// Runs a stream's `write` unless the stream is told, meanwhile, that it
+/// held the room's queue full past the stall budget (`Err(None)`).
+///
+/// The write is polled alone first: a socket with room takes it at once
+/// and no listener is made (the common case, once per delivery). After
+/// that the stall budget is polled first: a write that is woken by the
+/// budget's news may find the socket takes its last bytes after all (the
+/// kernel had room, too little to say writable), and polled first it
+/// would win, the stream take its next batch, and the posts behind it
+/// wait a whole budget again.
+async fn until_held_back(
+    sub: &Subscription,
+    write: impl Future<Output = Result<(), WriteFail>>,
+) -> Result<(), Option<WriteFail>> {
+    let mut write = pin!(write);
+    if let Some(done) = future::poll_once(write.as_mut()).await {
+        return done.map_err(Some);
+    }
+    async {
+        sub.held_back_too_long().await;
+        Err(None)
+    }
+    .or(async { write.await.map_err(Some) })
+    .await
 }
 
 /// What a box holds, the box freed now.
