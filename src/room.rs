@@ -999,14 +999,19 @@ impl Subscription {
         }
     }
 
-    /// Whether this stream has not taken the oldest queued frame yet: one
-    /// of those whose slowness keeps a slot in use. (The receiver's own
-    /// `len` cannot tell: it is the whole queue's length, the same for
-    /// every receiver.)
+    /// Whether the queue is full and this stream has not taken its oldest
+    /// frame yet: one of those whose slowness holds posts back. (The
+    /// receiver's own `len` cannot tell: it is the whole queue's length,
+    /// the same for every receiver.) Once such a stream is cut the queue
+    /// is no longer full, so a stream that was merely behind it is not
+    /// cut in the same breath.
     fn holds_oldest(&self) -> bool {
+        let st = self.room.lock();
+        let len = self.room.tx.len();
+        let full = len + st.reserved >= self.room.tx.capacity();
         let queued = self.room.queued.load(Ordering::Relaxed);
         let backlog = queued.saturating_sub(self.received);
-        backlog > 0 && backlog >= self.room.tx.len() as u64
+        full && backlog > 0 && backlog >= len as u64
     }
 
     /// The number of the presence snapshot this stream last sent.
@@ -1154,7 +1159,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_streams_that_have_not_taken_the_oldest_frame_hold_the_queue() {
+    fn only_the_streams_that_have_not_taken_the_oldest_frame_of_a_full_queue_hold_it() {
         let room = Arc::new(room(4, 10));
         let (mut reader, _) = room.subscribe(None, 0, None);
         let (mut stalled, _) = room.subscribe(None, 0, None);
@@ -1181,11 +1186,17 @@ mod tests {
         let (late, _) = room.subscribe(None, 0, None);
         assert!(!late.holds_oldest());
 
-        // Once `stalled` catches up, `reader` (one behind) holds the oldest.
+        // Once `stalled` catches up the queue is not full: nobody holds
+        // it, though `reader` is one behind (a stream cut for holding the
+        // queue must not take the next one with it).
         assert_eq!(take_all(&mut stalled), 4);
-        assert!(!stalled.holds_oldest());
+        assert!(!stalled.holds_oldest() && !reader.holds_oldest() && !late.holds_oldest());
+        // Full again: now `reader` holds the oldest frame.
+        for i in 5..8 {
+            publish(&room, new_message(&i.to_string()), soon()).unwrap();
+        }
         assert!(reader.holds_oldest());
-        assert!(!late.holds_oldest());
+        assert!(!stalled.holds_oldest() && !late.holds_oldest());
     }
 
     #[test]

@@ -14,8 +14,14 @@ use support::{read_response, Server, WAIT};
 /// A client socket with a tiny receive buffer that sends a stream request
 /// and never reads.
 fn stalled_subscriber(s: &Server, path: &str) -> TcpStream {
+    subscriber_with_buffer(s, path, 2048)
+}
+
+/// A client socket with a receive buffer of `size` that sends a stream
+/// request and reads nothing until the test reads it.
+fn subscriber_with_buffer(s: &Server, path: &str, size: usize) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
+    sock.set_recv_buffer_size(size).unwrap();
     sock.connect_timeout(&s.addr.into(), WAIT).unwrap();
     let mut stream: TcpStream = sock.into();
     stream
@@ -279,4 +285,78 @@ fn a_stalled_subscriber_is_cut_at_the_stall_budget_and_resumes_with_nothing_miss
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert_eq!(rest, (last + 1..=n).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_stall_budget_cuts_the_stream_holding_the_queue_not_one_that_is_merely_behind() {
+    // Two streams stop reading. `stalled` (2 KiB receive buffer) holds the
+    // oldest frame; `behind` (8 KiB) took more frames before its socket
+    // filled, so it is stuck in a write too, but with fewer frames to go.
+    // Only `stalled` holds the posts back, so only it is cut; `behind`
+    // then reads on and gets everything. (It must start reading within
+    // the budget after the cut, or it holds the queue in its turn: 5 s,
+    // for a loaded machine.)
+    let s = Server::start(&[
+        "--buffer",
+        "16",
+        "--stall-budget",
+        "5s",
+        "--publish-timeout",
+        "60s",
+        "--slow-timeout",
+        "120s",
+        "--rate",
+        "0",
+        "--max-message-bytes",
+        "8192",
+    ]);
+    let path = "/rooms/behind/events";
+    let stalled = stalled_subscriber(&s, path);
+    s.wait_metric("smolchat_subscribers", 1);
+    let behind = subscriber_with_buffer(&s, path, 8 * 1024);
+    s.wait_metric("smolchat_subscribers", 2);
+
+    let n = 60u64;
+    let addr = s.addr;
+    let poster = std::thread::spawn(move || {
+        let mut conn = BufReader::new(TcpStream::connect(addr).unwrap());
+        let filler = "b".repeat(4000);
+        for i in 1..=n {
+            let req = support::post_bytes(
+                "/rooms/behind/messages",
+                &["Content-Type: text/plain"],
+                format!("{i}-{filler}").as_bytes(),
+            );
+            conn.get_mut().write_all(&req).unwrap();
+            let r = read_response(&mut conn).unwrap();
+            assert_eq!((r.status, r.json()["id"].as_u64()), (201, Some(i)));
+        }
+    });
+
+    // The stalled stream is cut at the budget; `behind`, stuck in a write
+    // at that moment too, is not.
+    s.wait_metric("smolchat_subscribers_evicted_total", 1);
+    let deadline = Instant::now() + WAIT;
+    behind.set_read_timeout(Some(WAIT)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while complete_ids(&raw).last() != Some(&n) {
+        assert!(
+            Instant::now() < deadline,
+            "behind got {:?}",
+            complete_ids(&raw).last()
+        );
+        let got = (&behind).read(&mut buf).unwrap();
+        assert!(
+            got > 0,
+            "the stream that was only behind ended after {:?}",
+            complete_ids(&raw).last()
+        );
+        raw.extend_from_slice(&buf[..got]);
+    }
+    poster.join().unwrap();
+    assert_eq!(complete_ids(&raw), (1..=n).collect::<Vec<_>>());
+    assert_eq!(s.metric("smolchat_subscribers_evicted_total"), 1);
+    assert_eq!(s.metric("smolchat_subscribers"), 1);
+    drop(stalled);
 }
