@@ -75,10 +75,6 @@ pub struct Room {
     /// Rung while a post has waited past the stall budget: the streams
     /// that hold the queue full end themselves ([`Subscription::held_back_too_long`]).
     laggards: Notify,
-    /// Frames ever queued on `tx`, counted under the state lock: a
-    /// subscription's backlog is this less what it found here when it
-    /// subscribed and what it has taken since.
-    queued: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -86,6 +82,9 @@ struct State {
     next_id: u64,
     /// Queue slots held for messages being committed to the database.
     reserved: usize,
+    /// Frames ever queued on `tx`: a subscription's backlog is this less
+    /// what it found here when it subscribed and what it has taken since.
+    queued: u64,
     history: MemoryHistory,
     online: usize,
     /// Named subscribers and how many streams each has open.
@@ -329,6 +328,7 @@ impl Room {
             state: Mutex::new(State {
                 next_id: 1,
                 reserved: 0,
+                queued: 0,
                 history: MemoryHistory::new(history),
                 online: 0,
                 users: BTreeMap::new(),
@@ -342,7 +342,6 @@ impl Room {
             memory,
             last_used: AtomicU64::new(0),
             stall_budget_ms: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
             laggards: Notify::new(),
         }
     }
@@ -686,9 +685,7 @@ impl Room {
         };
         debug_assert_eq!(id, st.next_id);
         match self.tx.try_broadcast(frame.clone()) {
-            Ok(_) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(_) => st.queued += 1,
             // Nobody listens: nothing is queued.
             Err(TrySendError::Inactive(_)) => {}
             // Cannot happen: a slot was free or reserved under this lock, and
@@ -697,7 +694,7 @@ impl Room {
             Err(TrySendError::Full(f)) | Err(TrySendError::Closed(f)) => {
                 log::error!("room {} queue unexpectedly full; waiting", self.name);
                 if self.tx.broadcast_blocking(f).is_ok() {
-                    self.queued.fetch_add(1, Ordering::Relaxed);
+                    st.queued += 1;
                 }
             }
         }
@@ -855,7 +852,7 @@ impl Room {
         }
         self.presence_changed(&mut st);
         let rx = self.tx.new_receiver();
-        let start = self.queued.load(Ordering::Relaxed);
+        let start = st.queued;
         let seen = st.presence.clone();
         let hello = encode(&Event::Hello {
             room: self.name.as_str(),
@@ -1009,8 +1006,7 @@ impl Subscription {
         let st = self.room.lock();
         let len = self.room.tx.len();
         let full = len + st.reserved >= self.room.tx.capacity();
-        let queued = self.room.queued.load(Ordering::Relaxed);
-        let backlog = queued.saturating_sub(self.received);
+        let backlog = st.queued.saturating_sub(self.received);
         full && backlog > 0 && backlog >= len as u64
     }
 
