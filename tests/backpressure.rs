@@ -185,23 +185,29 @@ fn complete_ids(raw: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn a_stalled_subscriber_is_cut_at_the_stall_budget_and_resumes_with_nothing_missing() {
-    // --slow-timeout is far away: only the stall budget can cut in time.
-    let s = Server::start(&[
+/// A server whose streams only the stall budget can cut in time
+/// (`--slow-timeout` is far away), with a queue of `buffer` and posts
+/// that wait up to `publish_timeout`.
+fn budget_server(buffer: &str, budget: &str, publish_timeout: &str) -> Server {
+    Server::start(&[
         "--buffer",
-        "4",
+        buffer,
         "--stall-budget",
-        "1s",
+        budget,
         "--publish-timeout",
-        "30s",
+        publish_timeout,
         "--slow-timeout",
         "120s",
         "--rate",
         "0",
         "--max-message-bytes",
         "8192",
-    ]);
+    ])
+}
+
+#[test]
+fn a_stalled_subscriber_is_cut_at_the_stall_budget_and_resumes_with_nothing_missing() {
+    let s = budget_server("4", "1s", "30s");
     let path = "/rooms/budget/events";
     let readers: Vec<_> = (0..4)
         .map(|_| {
@@ -296,20 +302,7 @@ fn the_stall_budget_cuts_the_stream_holding_the_queue_not_one_that_is_merely_beh
     // then reads on and gets everything. (It must start reading within
     // the budget after the cut, or it holds the queue in its turn: 5 s,
     // for a loaded machine.)
-    let s = Server::start(&[
-        "--buffer",
-        "16",
-        "--stall-budget",
-        "5s",
-        "--publish-timeout",
-        "60s",
-        "--slow-timeout",
-        "120s",
-        "--rate",
-        "0",
-        "--max-message-bytes",
-        "8192",
-    ]);
+    let s = budget_server("16", "5s", "60s");
     let path = "/rooms/behind/events";
     let stalled = stalled_subscriber(&s, path);
     s.wait_metric("smolchat_subscribers", 1);
