@@ -200,11 +200,24 @@ impl Accounts {
             return Ok(false);
         };
         let mut db = lock(db);
-        let v = db.version().map_err(|e| e.0)? as u64;
+        let mut v = db.version().map_err(|e| e.0)? as u64;
         if v == self.file_version.load(Ordering::Acquire) {
             return Ok(false);
         }
-        let snap = db.snapshot().map_err(|e| e.0)?;
+        // Redis reads users, tokens and rules with separate commands, so a
+        // change made meanwhile can be half in the snapshot (a rule in, the
+        // token made before it not): read again until the counter stood
+        // still. After a few tries the snapshot is kept under the counter
+        // read before it, so the next poll reads it again.
+        let mut snap = db.snapshot().map_err(|e| e.0)?;
+        for _ in 0..3 {
+            let after = db.version().map_err(|e| e.0)? as u64;
+            if after == v {
+                break;
+            }
+            v = after;
+            snap = db.snapshot().map_err(|e| e.0)?;
+        }
         // In Redis, a sign-out on another instance removed its session.
         let live: Option<std::collections::HashSet<SecretHash>> = if self.shared {
             let now = Timestamp::now();

@@ -360,24 +360,7 @@ impl AccountsDb {
         if let Inner::Redis(r) = &mut self.inner {
             return r.rules();
         }
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT who, pattern, access FROM rules ORDER BY who = '*' DESC, who, pattern")
-            .map_err(err)?;
-        let rows: Vec<(String, String, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(err)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(who, pattern, access)| {
-                Some(Rule {
-                    who: Who::parse(&who).ok()?,
-                    pattern: Pattern::parse(&pattern).ok()?,
-                    access: Access::parse(&access)?,
-                })
-            })
-            .collect())
+        rules_in(self.conn())
     }
 
     /// Deletes every rule; returns how many there were.
@@ -436,8 +419,10 @@ impl AccountsDb {
                 );
             }
         }
+        // Rules in the same transaction: read after it, they could hold a
+        // change made after a token the snapshot lacks.
+        snap.rules = rules_in(&tx)?;
         tx.commit().map_err(err)?;
-        snap.rules = self.rules()?;
         Ok(snap)
     }
 
@@ -533,6 +518,27 @@ impl AccountsDb {
             })
             .collect())
     }
+}
+
+/// The access rules, most general first (`everyone` before named users).
+fn rules_in(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT who, pattern, access FROM rules ORDER BY who = '*' DESC, who, pattern")
+        .map_err(err)?;
+    let rows: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(err)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(who, pattern, access)| {
+            Some(Rule {
+                who: Who::parse(&who).ok()?,
+                pattern: Pattern::parse(&pattern).ok()?,
+                access: Access::parse(&access)?,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
