@@ -4,7 +4,8 @@
 # headless), ApacheBench and nginx (HTTP/1.0 clients, tests/http10.rs) and
 # the browser suite's npm packages (playwright-core and axe-core, pinned by
 # tests/browser/package-lock.json). apt runs through sudo when not root.
-# Arguments go to `cargo test` (e.g. `scripts/test.sh --test presence`).
+# Arguments go to `cargo test` (e.g. `scripts/test.sh --test presence`);
+# without any, the vendored poller's own tests run first (vendor/polling).
 # .ci/run calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,13 @@ if [ ! -e "$suite/node_modules/.package-lock.json" ] ||
     [ "$suite/package-lock.json" -nt "$suite/node_modules/.package-lock.json" ]; then
     echo "== npm ci in $suite"
     npm ci --no-audit --no-fund --prefix "$suite"
+fi
+
+# smol's poller, vendored and patched (vendor/polling/SMOLCHAT.md): its own
+# tests too, when the whole suite runs.
+if [ $# -eq 0 ]; then
+    echo "== cargo test for vendor/polling (its own suite)"
+    cargo test --locked --quiet --manifest-path vendor/polling/Cargo.toml --target-dir target/vendor-polling
 fi
 
 echo "== cargo test $*"

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 #[cfg(not(target_os = "redox"))]
@@ -34,6 +35,10 @@ pub struct Poller {
     /// Redox does not support timerfd.
     #[cfg(not(target_os = "redox"))]
     timer_fd: Option<OwnedFd>,
+
+    /// Whether the timerfd was set by the last wait (smolchat).
+    #[cfg(not(target_os = "redox"))]
+    timer_set: AtomicBool,
 }
 
 impl Poller {
@@ -58,6 +63,8 @@ impl Poller {
             notifier,
             #[cfg(not(target_os = "redox"))]
             timer_fd,
+            #[cfg(not(target_os = "redox"))]
+            timer_set: AtomicBool::new(false),
         };
 
         unsafe {
@@ -176,12 +183,25 @@ impl Poller {
 
         let timeout = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
 
+        // smolchat: the timerfd only for timeouts under 10 ms, where epoll's
+        // own timeout, in whole milliseconds rounded up, would be a large
+        // error; setting and arming it costs two system calls on every wait.
+        // A later wait without it disarms it once.
         #[cfg(not(target_os = "redox"))]
-        if let Some(ref timer_fd) = self.timer_fd {
+        let use_timer = timeout.is_some_and(|t| t > Duration::ZERO && t < TIMER_BELOW);
+        #[cfg(not(target_os = "redox"))]
+        let timer_was_set = self.timer_set.swap(use_timer, Ordering::Relaxed);
+
+        #[cfg(not(target_os = "redox"))]
+        if let Some(timer_fd) = self
+            .timer_fd
+            .as_ref()
+            .filter(|_| use_timer || timer_was_set)
+        {
             // Configure the timeout using timerfd.
             let new_val = Itimerspec {
                 it_interval: TS_ZERO,
-                it_value: match timeout {
+                it_value: match timeout.filter(|_| use_timer) {
                     None => TS_ZERO,
                     Some(t) => {
                         let mut ts = TS_ZERO;
@@ -204,7 +224,7 @@ impl Poller {
         }
 
         #[cfg(not(target_os = "redox"))]
-        let timer_fd = &self.timer_fd;
+        let timer_fd = self.timer_fd.as_ref().filter(|_| use_timer);
         #[cfg(target_os = "redox")]
         let timer_fd: Option<core::convert::Infallible> = None;
 
@@ -228,13 +248,19 @@ impl Poller {
             "new events",
         );
 
-        // Clear the notification (if received) and re-register interest in it.
-        self.notifier.clear();
-        self.modify(
-            self.notifier.as_fd(),
-            Event::readable(crate::NOTIFY_KEY),
-            PollMode::Oneshot,
-        )?;
+        // Clear the notification and re-register interest in it, if it was
+        // received (smolchat: only then, as it stays armed otherwise; the
+        // read and the epoll_ctl cost two system calls on every wait). The
+        // timerfd has the same key: its firing does the same, harmlessly.
+        let notify_key = crate::NOTIFY_KEY as u64;
+        if events.list.iter().any(|ev| ev.data.u64() == notify_key) {
+            self.notifier.clear();
+            self.modify(
+                self.notifier.as_fd(),
+                Event::readable(crate::NOTIFY_KEY),
+                PollMode::Oneshot,
+            )?;
+        }
         Ok(())
     }
 
@@ -284,6 +310,11 @@ impl Drop for Poller {
         let _ = self.delete(self.notifier.as_fd());
     }
 }
+
+/// Timeouts from this long on wait with epoll's own, in milliseconds
+/// (smolchat).
+#[cfg(not(target_os = "redox"))]
+const TIMER_BELOW: Duration = Duration::from_millis(10);
 
 /// `timespec` value that equals zero.
 #[cfg(not(target_os = "redox"))]
