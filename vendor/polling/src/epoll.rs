@@ -231,7 +231,11 @@ impl Poller {
         // Timeout for epoll. In case of overflow, use no timeout.
         let timeout = match (timer_fd, timeout) {
             (_, Some(t)) if t == Duration::from_secs(0) => Some(Timespec::default()),
-            (None, Some(t)) => Timespec::try_from(t).ok(),
+            // smolchat: at most an hour, so that rustix keeps to
+            // `epoll_pwait` (milliseconds in an `i32`: 24 days) instead of
+            // `epoll_pwait2`, which kernels before 5.11 lack; an early
+            // return is harmless, the reactor computes its timeout again.
+            (None, Some(t)) => Timespec::try_from(t.min(Duration::from_secs(3600))).ok(),
             _ => None,
         };
 
