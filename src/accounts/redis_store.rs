@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{Access, Pattern, Rule, Who};
 use super::secret::SecretHash;
-use super::store::{Snapshot, Token, TokenInfo, User};
+use super::store::{parse_rules, Snapshot, Token, TokenInfo, User};
 use crate::history::sqlite::StoreError;
 use crate::message::{Timestamp, UserName};
 
@@ -365,16 +365,7 @@ impl RedisAccounts {
             })
             .collect();
         rows.sort_by(|a, b| ((a.0 != "*"), &a.0, &a.1).cmp(&((b.0 != "*"), &b.0, &b.1)));
-        Ok(rows
-            .into_iter()
-            .filter_map(|(who, pattern, access)| {
-                Some(Rule {
-                    who: Who::parse(&who).ok()?,
-                    pattern: Pattern::parse(&pattern).ok()?,
-                    access: Access::parse(&access)?,
-                })
-            })
-            .collect())
+        Ok(parse_rules(rows))
     }
 
     /// Deletes every rule; returns how many there were.

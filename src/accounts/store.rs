@@ -529,8 +529,13 @@ fn rules_in(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(err)?;
-    Ok(rows
-        .into_iter()
+    Ok(parse_rules(rows))
+}
+
+/// Rules from stored `(who, pattern, access)` rows, in their order; a row
+/// that no longer parses is skipped. Both stores keep rules this way.
+pub(crate) fn parse_rules(rows: Vec<(String, String, String)>) -> Vec<Rule> {
+    rows.into_iter()
         .filter_map(|(who, pattern, access)| {
             Some(Rule {
                 who: Who::parse(&who).ok()?,
@@ -538,7 +543,7 @@ fn rules_in(conn: &Connection) -> Result<Vec<Rule>, StoreError> {
                 access: Access::parse(&access)?,
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
