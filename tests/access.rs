@@ -486,6 +486,13 @@ fn subcommands_explain_mistakes_in_one_line() {
         (vec!["user", "del", "nobody"], "", 1, "no user nobody"),
         (vec!["token", "add", "nobody"], "", 1, "no user nobody"),
         (vec!["token", "remove", "zzz"], "", 1, "no token zzz"),
+        // Token ids are Base64url: one in 64 starts with '-'.
+        (
+            vec!["token", "remove", "-ZZ_eock"],
+            "",
+            1,
+            "no token -ZZ_eock",
+        ),
         (vec!["access", "ana", "lobby", "rw"], "", 1, "no user ana"),
         (
             vec!["access", "everyone", "a b", "rw"],

@@ -89,11 +89,21 @@ pub(crate) struct Args {
 
 impl Args {
     /// Splits `args`; `with_value` names the flags that take a value.
-    fn parse(args: Vec<OsString>, with_value: &[&str]) -> Result<Args, Failure> {
+    /// No subcommand has short flags: `-h` is `--help`, and any other word
+    /// that starts with one `-` is a value when `dash_values` (a token id
+    /// is Base64url and may start with `-`), else an unknown flag. After
+    /// `--` every word is a value.
+    fn parse(args: Vec<OsString>, with_value: &[&str], dash_values: bool) -> Result<Args, Failure> {
         let mut positional = Vec::new();
         let mut flags = Vec::new();
         let mut parser = lexopt::Parser::from_args(args);
         loop {
+            if dash_values {
+                if let Some(word) = dash_word(&mut parser) {
+                    positional.push(word);
+                    continue;
+                }
+            }
             match parser.next() {
                 Ok(Some(lexopt::Arg::Long(name))) => {
                     let name = name.to_string();
@@ -110,7 +120,12 @@ impl Args {
                     };
                     flags.push((name, value));
                 }
-                Ok(Some(lexopt::Arg::Short(c))) => return usage(format!("unknown flag -{c}")),
+                Ok(Some(lexopt::Arg::Short('h'))) => flags.push(("help".into(), None)),
+                Ok(Some(lexopt::Arg::Short(c))) => {
+                    return usage(format!(
+                        "unknown flag -{c} (a value that starts with - goes after --)"
+                    ))
+                }
                 Ok(Some(lexopt::Arg::Value(v))) => positional.push(
                     v.into_string()
                         .map_err(|_| Failure::Usage("an argument is not UTF-8".into()))?,
@@ -147,6 +162,16 @@ impl Args {
     }
 }
 
+/// The next word when it starts with one `-` and is not `-h`: a value such
+/// as the token id `-ZZ_eock`, which `lexopt` would read as flags.
+fn dash_word(parser: &mut lexopt::Parser) -> Option<String> {
+    let word = parser.try_raw_args()?.next_if(|w| {
+        w.to_str()
+            .is_some_and(|w| w.len() > 1 && w.starts_with('-') && !w.starts_with("--") && w != "-h")
+    })?;
+    word.into_string().ok()
+}
+
 /// Runs subcommand `name` with `args` (after the name); `env` looks up
 /// `SMOLCHAT_DB` (and for the client `SMOLCHAT_SERVER`, `SMOLCHAT_TOKEN`,
 /// `SSL_CERT_FILE`, `TZ`). Output goes to `out`.
@@ -165,6 +190,7 @@ pub fn run(
         let args = Args::parse(
             args,
             &["server", "room", "user", "token", "cacert", "since"],
+            false,
         )?;
         if args.flag("help") {
             let _ = write!(out, "{}", help(name));
@@ -175,7 +201,7 @@ pub fn run(
             _ => tail::run(&args, &env, out),
         };
     }
-    let args = Args::parse(args, &["db", "expires", "label", "redis"])?;
+    let args = Args::parse(args, &["db", "expires", "label", "redis"], true)?;
     if args.flag("help") {
         let _ = write!(out, "{}", help(name));
         return Ok(());
@@ -355,4 +381,37 @@ fn ask_hidden(prompt: &str) -> Result<String, Failure> {
     let _ = w.write_all(b"\n");
     read.map_err(failed)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str], dash_values: bool) -> Result<Args, Failure> {
+        let args = words.iter().map(OsString::from).collect();
+        Args::parse(args, &["db"], dash_values)
+    }
+
+    #[test]
+    fn a_token_id_that_starts_with_a_dash_is_a_value() {
+        let a = parse(&["remove", "-ZZ_eock", "--db", "-x.db"], true).unwrap();
+        assert_eq!(a.positional, ["remove", "-ZZ_eock"]);
+        assert_eq!(a.value("db"), Some("-x.db"));
+        let a = parse(&["remove", "--", "-ZZ_eock", "--db"], true).unwrap();
+        assert_eq!(a.positional, ["remove", "-ZZ_eock", "--db"]);
+        assert!(parse(&["-h"], true).unwrap().flag("help"));
+        assert_eq!(parse(&["--", "-h"], true).unwrap().positional, ["-h"]);
+    }
+
+    #[test]
+    fn without_dash_values_a_dash_word_is_an_unknown_flag() {
+        let e = parse(&["-x"], false).err().unwrap();
+        assert!(
+            e.message().starts_with("unknown flag -x"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(parse(&["--", "-x"], false).unwrap().positional, ["-x"]);
+        assert!(parse(&["-h"], false).unwrap().flag("help"));
+    }
 }
