@@ -536,6 +536,8 @@ const box = $('text');
 const button = $('send-button');
 let sending = false;
 let coolingDown = false;
+// Enter pressed while a message is on its way: send the box next.
+let sendNext = false;
 
 function say(text, kind = 'info') {
   const notice = $('notice');
@@ -563,7 +565,13 @@ function countDown(seconds, tick) {
 }
 
 async function submit() {
-  if (sending || coolingDown) return;
+  if (coolingDown) return;
+  if (sending) {
+    // A quick second message: it goes when the one before is stored, so
+    // the two keep their order and neither is dropped.
+    sendNext = box.value.trim() !== '';
+    return;
+  }
   const text = box.value;
   if (!text.trim()) {
     box.focus();
@@ -574,12 +582,14 @@ async function submit() {
   const key = newKey();
   busy('Sending…');
   say('');
+  let sent = false;
   for (let tries = 0; ; tries++) {
     const res = await post(target, me, text, key);
     if (res.ok) {
       // Keep anything typed meanwhile.
       if (box.value === text) box.value = '';
       fit();
+      sent = true;
       break;
     }
     if (res.status === 503 && tries < 5) {
@@ -605,6 +615,10 @@ async function submit() {
     break;
   }
   busy(null);
+  // After a failure the next message waits in the box with the notice.
+  const next = sendNext && sent && box.value.trim() !== '';
+  sendNext = false;
+  if (next) submit();
 }
 
 $('send').addEventListener('submit', (e) => {

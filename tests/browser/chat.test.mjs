@@ -283,8 +283,14 @@ test('Enter sends, Shift+Enter adds a line, and sending shows progress', async (
   await page.keyboard.press('Enter');
   await page.locator('#send-button', { hasText: 'Sending' }).waitFor();
   assert.equal(await page.locator('#send').getAttribute('aria-busy'), 'true');
+  // A second message typed and sent while the first is in flight is sent
+  // after it, not dropped (a loaded CI run once lost one that way).
+  assert.equal(await box.inputValue(), 'one\ntwo');
+  await box.fill('three');
+  await page.keyboard.press('Enter');
   release();
-  await waitForMessage(page, 'one\ntwo');
+  await waitForMessage(page, 'three');
+  assert.deepEqual(await bodies(page), ['one\ntwo', 'three']);
   await page.locator('#send-button', { hasText: /^Send$/ }).waitFor();
   assert.equal(await box.inputValue(), '');
   await context.close();
