@@ -205,10 +205,14 @@ impl RedisHistory {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        // Boxed: connecting takes a future of ~2 KiB, needed only now and
+        // then; unboxed, every Redis call's future (and every post's, which
+        // awaits one) would carry that size, copied at each `.await`.
+        match Box::pin(
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
         {
             Ok(c) => {
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
