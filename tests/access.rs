@@ -805,7 +805,7 @@ fn subcommands_take_smolchat_db_and_db_wins_over_it() {
     let token = with_env(&["token", "add", "ana"], "");
     let token = token.lines().next().unwrap().to_string();
     with_env(&["access", "everyone", "team-*", "deny"], "");
-    assert!(with_env(&["user", "list"], "").starts_with("ana\tuser\t1 tokens"));
+    assert!(with_env(&["user", "list"], "").starts_with("ana\tuser\t1 token\t"));
     assert!(with_env(&["token", "list", "ana"], "").contains("\tana\t"));
     assert_eq!(
         with_env(&["access", "list"], ""),

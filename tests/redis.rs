@@ -604,8 +604,7 @@ fn a_sqlite_box_moves_to_redis_with_its_ids_accounts_and_deletes() {
         .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     let summary = String::from_utf8(ok(&["import", "--redis", &redis.url()], &export)).unwrap();
     assert!(
-        summary
-            .contains("imported 2 rooms, 7 messages and delete events, 1 users, 1 tokens, 1 rules"),
+        summary.contains("imported 2 rooms, 7 messages and delete events, 1 user, 1 token, 1 rule"),
         "{summary}"
     );
     // Once more: refused, nothing doubled.

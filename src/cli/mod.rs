@@ -73,6 +73,12 @@ impl Failure {
     }
 }
 
+/// `n` and `word`, with an `s` unless `n` is 1: `1 token`, `3 tokens`.
+fn count(n: impl Into<u64>, word: &str) -> String {
+    let n = n.into();
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 fn usage<T>(msg: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Usage(msg.into()))
 }
@@ -390,6 +396,13 @@ mod tests {
     fn parse(words: &[&str], dash_values: bool) -> Result<Args, Failure> {
         let args = words.iter().map(OsString::from).collect();
         Args::parse(args, &["db"], dash_values)
+    }
+
+    #[test]
+    fn counts_say_one_token_and_two_tokens() {
+        assert_eq!(count(1u32, "token"), "1 token");
+        assert_eq!(count(0u32, "token"), "0 tokens");
+        assert_eq!(count(2u64, "rule"), "2 rules");
     }
 
     #[test]

@@ -222,7 +222,8 @@ pub(super) fn import(
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| Failure::Failed(format!("redis {url}: {e}")))?;
     let mut accounts = AccountsDb::open_redis(url).map_err(failed)?;
-    let (mut rooms, mut messages, mut users, mut tokens, mut rules) = (0, 0, 0, 0, 0);
+    let (mut rooms, mut messages, mut users, mut tokens, mut rules) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut pipe = redis::pipe();
     let mut pending = 0;
     let flush = |pipe: &mut redis::Pipeline,
@@ -395,7 +396,11 @@ pub(super) fn import(
     flush(&mut pipe, &mut pending, &mut conn)?;
     let _ = writeln!(
         out,
-        "imported {rooms} rooms, {messages} messages and delete events, {users} users, {tokens} tokens, {rules} rules"
+        "imported {}, {messages} messages and delete events, {}, {}, {}",
+        super::count(rooms, "room"),
+        super::count(users, "user"),
+        super::count(tokens, "token"),
+        super::count(rules, "rule"),
     );
     Ok(())
 }

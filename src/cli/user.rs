@@ -58,7 +58,8 @@ pub(super) fn run(
             }
             for (name, admin, created, tokens) in users {
                 let role = if admin { "admin" } else { "user" };
-                let _ = writeln!(out, "{name}\t{role}\t{tokens} tokens\tsince {created}");
+                let tokens = super::count(tokens, "token");
+                let _ = writeln!(out, "{name}\t{role}\t{tokens}\tsince {created}");
             }
             Ok(())
         }
