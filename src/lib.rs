@@ -8,6 +8,7 @@
 //! main.rs        subcommands, or config -> bind -> server::run(listener, app)
 //! config.rs      flags + SMOLCHAT_* env -> validated Config (pure)
 //! server.rs      executor threads, accept loop, connection limit, signals, drain
+//! exec.rs        the executor: I/O-woken and new tasks before task-woken ones
 //! shutdown.rs    shutdown signal and open-connection tracker
 //! app.rs         App: Clone handle on shared state (rooms, memory, metrics, limits)
 //! cluster.rs     --redis: each room's feed from Redis pub/sub (holes filled in
@@ -34,8 +35,8 @@
 //! invite.rs      a URL -> QR code (SVG for the page, text for --qr)
 //! ```
 //!
-//! Layers point one way: the edges (main, config, server, shutdown, app,
-//! cluster, tls, cli)
+//! Layers point one way: the edges (main, config, server, exec, shutdown,
+//! app, cluster, tls, cli)
 //! use `http/`, which uses the domain (room, event, history, message,
 //! transform, rate). The domain imports neither: a room is handed the stop
 //! signal it waits on as a future, and encodes its events with `event.rs`.
@@ -68,6 +69,7 @@ pub mod cluster;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod exec;
 pub mod history;
 pub mod http;
 pub mod invite;

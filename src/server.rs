@@ -1,8 +1,9 @@
 //! The edges: executor threads, the accept loop with its connection limit,
 //! signals, and the drain at shutdown.
 //!
-//! One smol `Executor` runs on `--threads` OS threads (the main thread is
-//! one of them), so a 4-core Pi uses every core. Each accepted connection
+//! One executor ([`crate::exec`], smol's tasks on two queues) runs on
+//! `--threads` OS threads (the main thread is one of them), so a 4-core Pi
+//! uses every core. Each accepted connection
 //! is a task; a panic inside one (a bug: the guard is meant to make them
 //! impossible) is caught and logged, so it costs one connection and never an
 //! executor thread. SIGINT/SIGTERM fire the shutdown signal: the listener
@@ -17,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::{FutureExt, StreamExt};
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
+
+use crate::exec::Executor;
 
 use crate::app::App;
 use crate::http::conn::{self, Stream};
@@ -165,7 +168,7 @@ pub struct Https {
 }
 
 async fn accept_loop(
-    ex: &Arc<Executor<'static>>,
+    ex: &Arc<Executor>,
     listener: &Async<StdListener>,
     app: &App,
     acceptor: Option<&futures_rustls::TlsAcceptor>,
@@ -300,7 +303,7 @@ async fn handshake(
 
 /// `--redirect-http`: every request gets `308` to the same path on HTTPS.
 async fn redirect_loop(
-    ex: &Arc<Executor<'static>>,
+    ex: &Arc<Executor>,
     listener: &Async<StdListener>,
     app: &App,
     https_port: u16,
@@ -324,7 +327,7 @@ async fn redirect_loop(
 
 /// Turns a connection away with `err`, unless [`MAX_REFUSING`] are being
 /// turned away already (then it is just closed).
-fn refuse(ex: &Arc<Executor<'static>>, refusing: &Arc<AtomicUsize>, stream: Stream, err: ApiError) {
+fn refuse(ex: &Arc<Executor>, refusing: &Arc<AtomicUsize>, stream: Stream, err: ApiError) {
     if refusing.load(Ordering::Relaxed) < MAX_REFUSING {
         refusing.fetch_add(1, Ordering::Relaxed);
         let refusing = refusing.clone();
