@@ -53,12 +53,19 @@ struct State {
 }
 
 impl State {
+    /// Queues a woken task: the second queue when another task woke it.
     fn schedule(&self, runnable: Runnable) {
         let queue = if IN_TASK.with(Cell::get) {
             &self.second
         } else {
             &self.first
         };
+        self.push(queue, runnable);
+    }
+
+    /// Queues `runnable` in `queue` (one of this state's) and tells an
+    /// idle thread.
+    fn push(&self, queue: &ConcurrentQueue<Runnable>, runnable: Runnable) {
         // Unbounded queues are never full, and never closed here.
         let _ = queue.push(runnable);
         self.ready.notify_additional(1);
@@ -90,8 +97,7 @@ impl Executor {
     ) -> Task<T> {
         let state = self.state.clone();
         let (runnable, task) = async_task::spawn(future, move |r| state.schedule(r));
-        let _ = self.state.first.push(runnable);
-        self.state.ready.notify_additional(1);
+        self.state.push(&self.state.first, runnable);
         task
     }
 

@@ -20,9 +20,8 @@ use std::time::Duration;
 use futures_lite::{FutureExt, StreamExt};
 use smol::{Async, Timer};
 
-use crate::exec::Executor;
-
 use crate::app::App;
+use crate::exec::Executor;
 use crate::http::conn::{self, Stream};
 use crate::http::reply::ApiError;
 use crate::http::transport::{Tls, Transport};
