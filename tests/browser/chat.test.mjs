@@ -273,12 +273,15 @@ test('Enter sends, Shift+Enter adds a line, and sending shows progress', async (
   await page.keyboard.type('two');
   assert.equal(await box.inputValue(), 'one\ntwo');
   // The button says "Sending…" while the post is in flight: hold the
-  // request until we have seen that.
-  let release;
-  const held = new Promise((r) => { release = r; });
-  await page.route('**/rooms/keys/messages', async (route) => {
-    await held;
-    await route.continue();
+  // request until we have seen that. It is held in the page, by its own
+  // fetch: a CDP route (page.route) once let it through on a loaded CI run.
+  await page.evaluate(() => {
+    const fetchNow = window.fetch;
+    const held = new Promise((r) => { window.releasePosts = r; });
+    window.fetch = async (url, init) => {
+      if (init?.method === 'POST') await held;
+      return fetchNow(url, init);
+    };
   });
   await page.keyboard.press('Enter');
   await page.locator('#send-button', { hasText: 'Sending' }).waitFor();
@@ -288,7 +291,7 @@ test('Enter sends, Shift+Enter adds a line, and sending shows progress', async (
   assert.equal(await box.inputValue(), 'one\ntwo');
   await box.fill('three');
   await page.keyboard.press('Enter');
-  release();
+  await page.evaluate(() => window.releasePosts());
   await waitForMessage(page, 'three');
   assert.deepEqual(await bodies(page), ['one\ntwo', 'three']);
   await page.locator('#send-button', { hasText: /^Send$/ }).waitFor();
