@@ -303,6 +303,27 @@ fn cors_and_preflight_follow_allow_origin() {
     );
     let r = s.get_with("/rooms", &["Origin: https://elsewhere.example"]);
     assert_eq!(r.header("access-control-allow-origin"), None);
+    // A post's `201`, written without a full response when it needs no
+    // more fields, gets them when the origin is allowed.
+    let post = |origin: &str| {
+        s.post_with(
+            "/rooms/cors/messages",
+            &["Content-Type: text/plain", origin],
+            b"hi",
+        )
+    };
+    let r = post("Origin: https://chat.example");
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example")
+    );
+    assert_eq!(r.header("vary"), Some("origin"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = post("Origin: https://elsewhere.example");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("content-type"), Some("application/json"));
     let sse = s.sse_with("/events", &["Origin: https://chat.example"]);
     assert_eq!(
         sse.response.header("access-control-allow-origin"),

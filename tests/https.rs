@@ -541,4 +541,19 @@ fn redirect_hsts_and_the_secure_cookie() {
         cookie.contains("; Secure") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
+    // A post's `201` (written without a full response when it needs no
+    // more fields) carries HSTS too.
+    c.get_mut()
+        .write_all(&support::post_bytes(
+            "/rooms/k/messages",
+            &["Content-Type: text/plain"],
+            b"over https",
+        ))
+        .unwrap();
+    let r = read_response(&mut c).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
 }

@@ -13,9 +13,11 @@
 //!    buffer holding nothing else, so it cannot read ahead or panic;
 //! 3. read the body ourselves, bounded by `--max-message-bytes` (a declared
 //!    length over the limit is refused before a byte of body is read);
-//! 4. route, then encode the response with `async_h1::server::Encoder` into
-//!    one buffer and write it in one go (with `TCP_NODELAY`, so no Nagle
-//!    stall), under a stall deadline;
+//! 4. route, then encode the response into one buffer (`encode_head`
+//!    writes what async-h1's `Encoder` wrote, a unit test compares them;
+//!    a post's `201` is written from its JSON without a `Response`, see
+//!    `reply::Json`) and write it in one go (with `TCP_NODELAY`, so no
+//!    Nagle stall), under a stall deadline;
 //! 5. bytes after the request stay in our buffer for the next one, so
 //!    pipelined requests are answered in order.
 //!
@@ -47,7 +49,7 @@ use smol::Timer;
 pub type Stream = Async<std::net::TcpStream>;
 
 use super::head::{self, Framing, Head, Version};
-use super::reply::{ApiError, SECURITY_HEADERS};
+use super::reply::{ApiError, Json, SECURITY_HEADERS};
 use super::sse::{self, Delimit};
 use super::transport::Transport;
 pub(crate) use super::transport::WriteFail;
@@ -354,30 +356,33 @@ impl Conn<'_> {
             body_obj.set_mime(http_types::mime::PLAIN);
             req.set_body(body_obj);
             let method = req.method();
-            match route(self.app, req, peer).await {
+            let close = close || self.app.shutdown.is_triggered();
+            let (written, close) = match route(self.app, req, peer).await {
                 Reply::Response(res) => {
-                    let close = close || self.app.shutdown.is_triggered();
                     let written = self.write_response(res, method, close, version).await;
-                    if written.is_err() || close {
-                        return Step::Close;
-                    }
-                    self.answered += 1;
-                    self.deadline = Instant::now() + self.app.config.header_timeout;
+                    (written, close)
+                }
+                Reply::Json(json) => {
+                    let mut out = Vec::with_capacity(256 + json.body.len());
+                    encode_json(&json, method, connection_field(close, version), &mut out);
+                    let written = write_all(self.stream, &out, self.app.config.slow_timeout).await;
+                    (written, close)
                 }
                 Reply::Messages(page) => {
                     // A long page to a 1.0 client ends with the connection.
-                    let close = close
-                        || self.app.shutdown.is_triggered()
-                        || (page.more.is_some() && delimit == Delimit::Close);
-                    let written = self.write_messages(page, method, close, delimit).await;
-                    if written.is_err() || close {
-                        return Step::Close;
-                    }
-                    self.answered += 1;
-                    self.deadline = Instant::now() + self.app.config.header_timeout;
+                    let close = close || (page.more.is_some() && delimit == Delimit::Close);
+                    (
+                        self.write_messages(page, method, close, delimit).await,
+                        close,
+                    )
                 }
                 Reply::Stream(start) => return Step::Stream(Box::new(start), delimit),
+            };
+            if written.is_err() || close {
+                return Step::Close;
             }
+            self.answered += 1;
+            self.deadline = Instant::now() + self.app.config.header_timeout;
             if self.buf.is_empty() {
                 // Idle keep-alive: wait outside this (large, boxed) phase.
                 return Step::NeedInput;
@@ -444,11 +449,8 @@ impl Conn<'_> {
         close: bool,
         version: Version,
     ) -> Result<(), WriteFail> {
-        if close {
-            res.insert_header(http_types::headers::CONNECTION, "close");
-        } else if version == Version::Http10 {
-            // 1.0 closes unless both sides say keep-alive.
-            res.insert_header(http_types::headers::CONNECTION, "keep-alive");
+        if let Some(connection) = connection_field(close, version) {
+            res.insert_header(http_types::headers::CONNECTION, connection);
         }
         let out = answer_bytes(res, method).await.map_err(|_| WriteFail::Io)?;
         write_all(self.stream, &out, self.app.config.slow_timeout).await
@@ -619,6 +621,55 @@ async fn answer_bytes(mut res: Response, method: Method) -> io::Result<Vec<u8>> 
         res.read_to_end(&mut out).await?;
     }
     Ok(out)
+}
+
+/// The `connection` field an answer needs: `close` when the connection
+/// closes after it, `keep-alive` to a 1.0 client when it does not (1.0
+/// closes unless both sides say keep-alive), none otherwise.
+fn connection_field(close: bool, version: Version) -> Option<&'static str> {
+    match (close, version) {
+        (true, _) => Some("close"),
+        (false, Version::Http10) => Some("keep-alive"),
+        (false, Version::Http11) => None,
+    }
+}
+
+/// Encodes a [`Json`] answer: what [`answer_bytes`] makes of
+/// [`Json::into_response`] with `connection` inserted, byte for byte (a
+/// unit test compares them), without making that response. The fields are
+/// in the order [`status_and_fields`] sorts them into.
+fn encode_json(json: &Json, method: Method, connection: Option<&str>, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let len = decimal(json.body.len() as u64, &mut digits);
+    let [nosniff, referrer] = SECURITY_HEADERS;
+    with_http_date(|date| {
+        let fields = [
+            Some(("cache-control", "no-store")),
+            connection.map(|c| ("connection", c)),
+            Some(("content-length", len)),
+            Some(("content-type", "application/json")),
+            Some(("date", date)),
+            Some(referrer),
+            Some(nosniff),
+        ];
+        let status = json.status;
+        let mut code = [0u8; 20];
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(decimal(u16::from(status).into(), &mut code).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in fields.into_iter().flatten() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    });
+    out.extend_from_slice(b"\r\n");
+    if method != Method::Head {
+        out.extend_from_slice(&json.body);
+    }
 }
 
 /// Builds the request from a head that [`head::parse`] accepted, from its
@@ -1435,6 +1486,46 @@ mod tests {
                     String::from_utf8_lossy(&theirs),
                     "{status} {method}"
                 );
+            }
+        }
+    }
+
+    /// A [`Json`] answer is written byte for byte as the response it
+    /// stands for, with the `connection` field `write_response` inserts.
+    #[test]
+    fn a_json_answer_is_encoded_as_its_response() {
+        // The date, formatted per second, could change between the two.
+        let undated = |bytes: Vec<u8>| {
+            let text = String::from_utf8(bytes).unwrap();
+            let start = text.find("\r\ndate: ").unwrap() + 8;
+            let end = start + text[start..].find("\r\n").unwrap();
+            format!("{}<date>{}", &text[..start], &text[end..])
+        };
+        for status in [201, 200, 400, 503] {
+            for body in [&br#"{"id":1,"text":"hi"}"#[..], b"{}", b""] {
+                for (close, version) in [
+                    (false, Version::Http11),
+                    (true, Version::Http11),
+                    (false, Version::Http10),
+                    (true, Version::Http10),
+                ] {
+                    for method in [Method::Post, Method::Get, Method::Head] {
+                        let json = || Json::new(status.try_into().unwrap(), body.to_vec());
+                        let connection = connection_field(close, version);
+                        let mut ours = Vec::new();
+                        encode_json(&json(), method, connection, &mut ours);
+                        let mut res = json().into_response();
+                        if let Some(c) = connection {
+                            res.insert_header("connection", c);
+                        }
+                        let theirs = future::block_on(answer_bytes(res, method)).unwrap();
+                        assert_eq!(
+                            undated(ours),
+                            undated(theirs),
+                            "{status} {close} {version:?} {method}"
+                        );
+                    }
+                }
             }
         }
     }

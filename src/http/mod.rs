@@ -44,6 +44,10 @@ use reply::{json, ApiError};
 pub enum Reply {
     /// A complete response.
     Response(Response),
+    /// A JSON body with the fields every JSON answer has and no others
+    /// (a post's `201`): written without a [`Response`] (see
+    /// [`reply::Json`]).
+    Json(reply::Json),
     /// A JSON array of messages, written from their frames in place (a
     /// history page may be thousands of messages: no copy of it is made).
     Messages(MessagesReply),
@@ -228,8 +232,21 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
             app.metrics.post_refused(e.status());
         }
     }
-    let mut reply = result.unwrap_or_else(|e| Reply::Response(e.response()));
+    let mut reply = match result {
+        Ok(Reply::Json(json)) => {
+            // Only the fields every JSON answer has: one that gets more
+            // goes the general way.
+            let cors = method != Method::Options && app.cors.allow(origin.as_deref()).is_some();
+            if !cors && !app.config.hsts {
+                return Reply::Json(json);
+            }
+            Reply::Response(json.into_response())
+        }
+        Ok(reply) => reply,
+        Err(e) => Reply::Response(e.response()),
+    };
     let res = match &mut reply {
+        Reply::Json(_) => unreachable!("made a response above"),
         Reply::Response(res) => res,
         Reply::Messages(m) => &mut m.response,
         Reply::Stream(s) => &mut s.response,
@@ -660,7 +677,10 @@ async fn post(
             if let Some(ticket) = ticket {
                 ticket.done(&body).await;
             }
-            Ok(Reply::Response(reply::json_bytes(201, body)))
+            Ok(Reply::Json(reply::Json::new(
+                http_types::StatusCode::Created,
+                body,
+            )))
         }
         Err(e) => Err(publish_error(e)),
     }
@@ -1020,6 +1040,7 @@ mod tests {
     fn respond(app: &App, r: Request) -> Response {
         match smol::block_on(route(app, r, peer())) {
             Reply::Response(res) => res,
+            Reply::Json(json) => json.into_response(),
             Reply::Messages(mut page) => {
                 let body: Vec<u8> = page.parts().concat();
                 page.response.set_body(body);

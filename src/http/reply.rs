@@ -241,6 +241,36 @@ pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     res
 }
 
+/// A JSON answer that has only the fields every JSON answer has: its type,
+/// `cache-control: no-store`, and those written with every head.
+///
+/// [`super::conn`] writes it straight to bytes, the head from a table
+/// (status line, then the fields in the order the encoder sorts them);
+/// through a [`Response`] the same `201` cost a copy of a hashed field
+/// map, a walk and a sort of it, and freeing it all, ~3,500 instructions
+/// of a post's ~31,000. [`Json::into_response`] is that `Response`, for an
+/// answer that gets more fields (CORS, HSTS) and for the tests, which
+/// check the two give the same bytes.
+#[derive(Debug)]
+pub struct Json {
+    /// The status.
+    pub status: StatusCode,
+    /// The JSON.
+    pub body: Vec<u8>,
+}
+
+impl Json {
+    /// An answer of `status` with `body`, which is JSON already.
+    pub fn new(status: StatusCode, body: Vec<u8>) -> Self {
+        Json { status, body }
+    }
+
+    /// The same answer as a [`Response`].
+    pub fn into_response(self) -> Response {
+        json_bytes(self.status.into(), self.body)
+    }
+}
+
 /// CORS policy from `--allow-origin`.
 #[derive(Clone, Debug, Default)]
 pub struct Cors {
