@@ -404,13 +404,35 @@ fn write_message_json(out: &mut Vec<u8>, m: &Message) {
 /// Appends `s` as a JSON string: as it is, between quotes, when nothing in
 /// it needs an escape, else as `serde_json` escapes it.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if needs_no_escape(s.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     } else {
         serde_json::to_writer(&mut *out, s).expect("serializing a string");
     }
+}
+
+/// Whether no byte of `s` needs an escape in a JSON string (a control
+/// character, `"` or `\`). Eight bytes at a time: for each test, a
+/// subtraction that borrows into a byte's top bit exactly when some byte
+/// is below the bound (the bit trick "has less", valid for bounds up to
+/// 128); a quarter of the instructions of testing byte by byte.
+fn needs_no_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const TOPS: u64 = ONES * 0x80;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & TOPS;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        if below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1) != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Appends `\ndata: <compact JSON>\n\n`.
@@ -428,6 +450,19 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Eight bytes at a time finds what one at a time finds.
+        #[test]
+        fn words_find_what_needs_an_escape_as_bytes_do(
+            bytes in proptest::collection::vec(prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(0x1f), Just(0u8), Just(0x20), Just(0x21),
+                Just(0x7f), Just(0x80), Just(0xa2), Just(0xdc), Just(0xff), any::<u8>(),
+                Just(b'a'),
+            ], 0..40),
+        ) {
+            let each = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+            prop_assert_eq!(needs_no_escape(&bytes), each);
+        }
+
         /// The message JSON written by hand is serde's, byte for byte.
         #[test]
         fn message_json_is_what_serde_makes(
