@@ -652,18 +652,9 @@ fn encode_json(json: &Json, method: Method, connection: Option<&str>, out: &mut 
             Some(referrer),
             Some(nosniff),
         ];
-        let status = json.status;
-        let mut code = [0u8; 20];
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(decimal(u16::from(status).into(), &mut code).as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        status_line(json.status, out);
         for (name, value) in fields.into_iter().flatten() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            field_line(name, value, out);
         }
     });
     out.extend_from_slice(b"\r\n");
@@ -1345,13 +1336,7 @@ fn encode_head(res: &Response, len: Option<usize>, out: &mut Vec<u8>) {
 /// response's of the same name. The head's closing blank line is the
 /// caller's.
 fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) {
-    let status = res.status();
-    let mut digits = [0u8; 20];
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(decimal(u16::from(status).into(), &mut digits).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(res.status(), out);
     // Sorted on the stack when they fit, as nearly every response's do.
     let mut stack = [("", ""); 24];
     let mut heap = Vec::new();
@@ -1380,11 +1365,26 @@ fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) 
     // Stable: the values of one name keep their order.
     fields.sort_by(|a, b| a.0.cmp(b.0));
     for &mut (name, value) in fields {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field_line(name, value, out);
     }
+}
+
+/// `HTTP/1.1 <code> <reason>` and its line end.
+fn status_line(status: http_types::StatusCode, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(decimal(u16::from(status).into(), &mut digits).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `<name>: <value>` and its line end.
+fn field_line(name: &str, value: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Calls `f` with now as an HTTP date (`Tue, 01 Dec 2026 14:58:10 GMT`),

@@ -315,19 +315,28 @@ impl WordList {
         let Some(first) = units.first() else {
             return false;
         };
-        if units.len() < self.shortest || !self.starts(first.ch) {
+        let second = || units.iter().map(|u| u.ch).find(|&c| c != first.ch);
+        if !self.may_list(units.len(), first.ch, second) {
             return false;
-        }
-        // The key's second letter is the first unit that is not its first;
-        // with none, the key is one letter long.
-        match units.iter().map(|u| u.ch).find(|&c| c != first.ch) {
-            None if self.shortest > 1 => return false,
-            Some(second) if !self.may_follow(first.ch, second) => return false,
-            _ => {}
         }
         key.clear();
         units.iter().for_each(|u| key.push(u));
         self.holds(key)
+    }
+
+    /// Whether a word of `len` units whose key starts with `first` may be
+    /// a listed word, as far as its length and its key's first two letters
+    /// can tell. `second` finds the key's second letter (the first unit
+    /// that is not `first`; none when the key is one letter long), and is
+    /// asked only when the first two tests pass.
+    fn may_list(&self, len: usize, first: char, second: impl FnOnce() -> Option<char>) -> bool {
+        if len < self.shortest || !self.starts(first) {
+            return false;
+        }
+        match second() {
+            None => self.shortest <= 1,
+            Some(second) => self.may_follow(first, second),
+        }
     }
 
     /// Whether the word that `key` was collapsed from is a listed word.
@@ -542,10 +551,10 @@ impl<'a> Words<'a> {
 
     /// Passes over the next word if it is plain ASCII, two or more
     /// characters long, and cannot be a listed word by the tests
-    /// [`WordList::matches`] makes first (its length, its first letter,
-    /// its first two letters); `false`, reading nothing, for any other
-    /// word, which goes the long way. Most words of most messages are
-    /// passed over here, a table load per byte, without a unit built.
+    /// [`WordList::matches`] makes first ([`WordList::may_list`]);
+    /// `false`, reading nothing, for any other word, which goes the long
+    /// way. Most words of most messages are passed over here, a table load
+    /// per byte, without a unit built.
     fn skip_unlisted(&mut self, list: &WordList) -> bool {
         let b = self.s.as_bytes();
         let start = self.at;
@@ -582,16 +591,13 @@ impl<'a> Words<'a> {
         if word.len() < 2 {
             return false;
         }
-        let second = word
-            .iter()
-            .map(|&c| ASCII_LETTERS[usize::from(c)])
-            .find(|&c| c != first);
-        let unlisted = word.len() < list.shortest
-            || !list.starts(char::from(first))
-            || match second {
-                None => list.shortest > 1,
-                Some(second) => !list.may_follow(char::from(first), char::from(second)),
-            };
+        let second = || {
+            word.iter()
+                .map(|&c| ASCII_LETTERS[usize::from(c)])
+                .find(|&c| c != first)
+                .map(char::from)
+        };
+        let unlisted = !list.may_list(word.len(), char::from(first), second);
         if unlisted {
             self.at = end;
         }
