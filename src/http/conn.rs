@@ -346,7 +346,7 @@ impl Conn<'_> {
                 Version::Http10 => Delimit::Close,
                 Version::Http11 => Delimit::Chunked,
             };
-            let mut req = match build_request(head.sanitized) {
+            let mut req = match build_parsed(&head) {
                 Ok(r) => r,
                 Err(e) => return self.refuse_step(e, is_post).await,
             };
@@ -696,6 +696,42 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
     let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
         return Err(malformed());
     };
+    if parsed
+        .headers
+        .iter()
+        .any(|f| std::str::from_utf8(f.value).is_err())
+    {
+        return Err(malformed());
+    }
+    if parsed
+        .headers
+        .iter()
+        .any(|f| std::str::from_utf8(f.value).is_err())
+    {
+        return Err(malformed());
+    }
+    let fields = parsed
+        .headers
+        .iter()
+        .map(|f| (f.name, std::str::from_utf8(f.value).unwrap_or_default()));
+    assemble(method, target, fields)
+}
+
+/// [`build_request`] for the connection: the same request, from the head
+/// the guard parsed, without parsing its sanitized copy again (the guard
+/// kept where each field is: [`Head::fields`](head::Head::fields)).
+pub fn build_parsed(head: &head::Head) -> Result<Request, ApiError> {
+    assemble(&head.method, head.url_target(), head.fields())
+}
+
+/// The request of `method` to `target` with `fields` (name, value), in
+/// order.
+fn assemble<'h>(
+    method: &str,
+    target: &str,
+    fields: impl Iterator<Item = (&'h str, &'h str)> + Clone,
+) -> Result<Request, ApiError> {
+    let malformed = || ApiError::Head(head::HeadError::Malformed);
     // Methods are case-sensitive (RFC 9110), but http-types reads `get`
     // as GET: refuse any spelling but its own, as it refuses a method it
     // does not know.
@@ -711,12 +747,10 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
     let url = if target.starts_with("http://") || target.starts_with("https://") {
         http_types::Url::parse(target)
     } else {
-        let host = parsed
-            .headers
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case("host"))
-            .map(|f| std::str::from_utf8(f.value).map_err(|_| malformed()))
-            .transpose()?
+        let host = fields
+            .clone()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value)
             .ok_or_else(malformed)?;
         // `http://{host}{target}`. A path-absolute target resolves against
         // the host's URL (remembered, see `head::base_url`) to the same
@@ -751,15 +785,14 @@ pub fn build_request(head: Vec<u8>) -> Result<Request, ApiError> {
     let mut req = BLANK.with(Request::clone);
     req.set_method(method);
     *req.url_mut() = url;
-    for (i, f) in parsed.headers.iter().enumerate() {
-        // The guard let only printable ASCII through.
-        let value = std::str::from_utf8(f.value).map_err(|_| malformed())?;
-        let name = field_name(f.name);
+    for (i, (raw, value)) in fields.clone().enumerate() {
+        let name = field_name(raw);
         // A name's first field is inserted: an append looks it up first
         // (a hash and a copy of the name) to find it is not there.
-        let seen = parsed.headers[..i]
-            .iter()
-            .any(|g| g.name.eq_ignore_ascii_case(f.name));
+        let seen = fields
+            .clone()
+            .take(i)
+            .any(|(g, _)| g.eq_ignore_ascii_case(raw));
         if seen {
             req.append_header(name, value);
         } else {
@@ -1616,7 +1649,8 @@ mod tests {
     }
 
     /// The request is built as async-h1's decoder built it, for heads of
-    /// every shape the guard lets through.
+    /// every shape the guard lets through, both from the sanitized head and
+    /// from the guard's spans.
     #[test]
     fn requests_are_built_as_async_h1_built_them() {
         let heads = [
@@ -1646,6 +1680,16 @@ mod tests {
                 continue;
             };
             let ours = build_request(h.sanitized.clone());
+            // The connection's way, from the guard's spans, builds the same.
+            match (&ours, build_parsed(&h)) {
+                (Ok(a), Ok(b)) => assert_eq!(parts(a), parts(&b), "{text:?}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text:?}"),
+                (a, b) => panic!(
+                    "{text:?}: built {:?}, from spans {:?}",
+                    a.is_ok(),
+                    b.is_ok()
+                ),
+            }
             let theirs = build_request_with_async_h1(h.sanitized);
             match (ours, theirs) {
                 (Ok(a), Ok(b)) => {

@@ -86,6 +86,37 @@ pub struct Head {
     /// for a 1.0 request with a `Host` ([`DEFAULT_HOST`] if it sent none)
     /// and `Connection: close` when it did not ask to keep the connection.
     pub sanitized: Vec<u8>,
+    /// Where each field of `sanitized` is: its name from the first offset
+    /// to the second minus 2 (`: `), its value from there to the third.
+    spans: Vec<[u16; 3]>,
+}
+
+impl Head {
+    /// The fields of [`sanitized`](Self::sanitized), as (name, value), in
+    /// order: found where the guard wrote them, not parsed again.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> + Clone + '_ {
+        // Only printable ASCII got into it: one check makes it a `str`.
+        let text = std::str::from_utf8(&self.sanitized).unwrap_or_default();
+        self.spans.iter().map(move |&[name, value, end]| {
+            let at = |a: u16, b: u16| text.get(a as usize..b as usize).unwrap_or_default();
+            (at(name, value.saturating_sub(2)), at(value, end))
+        })
+    }
+
+    /// The target as the URL is built from it: `OPTIONS *` asks about
+    /// the server, and the router answers OPTIONS the same on every path.
+    pub fn url_target(&self) -> &str {
+        url_target(&self.target)
+    }
+}
+
+/// See [`Head::url_target`]: async-h1 cannot build a URL from `*`.
+fn url_target(target: &str) -> &str {
+    if target == "*" {
+        "/"
+    } else {
+        target
+    }
 }
 
 /// Why a head was refused. Each maps to a status and a short message.
@@ -257,11 +288,9 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     let mut close = false;
     let mut keep_alive = false;
     let mut sanitized = Vec::with_capacity(head.len());
+    let mut spans = Vec::with_capacity(req.headers.len() + 2);
     let mut kept = 0;
-    // async-h1 cannot build a URL from the asterisk form (`OPTIONS *`);
-    // the router answers OPTIONS the same on every path, so use `/`.
-    let url_target = if target == "*" { "/" } else { target };
-    for part in [method, " ", url_target, " HTTP/1.1\r\n"] {
+    for part in [method, " ", url_target(target), " HTTP/1.1\r\n"] {
         sanitized.extend_from_slice(part.as_bytes());
     }
     for f in req.headers.iter() {
@@ -305,23 +334,18 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
                 keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         }
-        sanitized.extend_from_slice(name.as_bytes());
-        sanitized.extend_from_slice(b": ");
-        sanitized.extend_from_slice(value.as_bytes());
-        sanitized.extend_from_slice(b"\r\n");
+        add_field(&mut sanitized, &mut spans, name, value);
         kept += 1;
     }
     if http10 {
         if host.is_none() {
-            for part in ["Host: ", DEFAULT_HOST, "\r\n"] {
-                sanitized.extend_from_slice(part.as_bytes());
-            }
+            add_field(&mut sanitized, &mut spans, "Host", DEFAULT_HOST);
             kept += 1;
         }
         // HTTP/1.0 closes after each response unless asked otherwise; the
         // rebuilt 1.1 head says so.
         if !keep_alive && !close {
-            sanitized.extend_from_slice(b"Connection: close\r\n");
+            add_field(&mut sanitized, &mut spans, "Connection", "close");
             kept += 1;
         }
         close |= !keep_alive;
@@ -362,7 +386,22 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
         version,
         has_host: host.is_some(),
         sanitized,
+        spans,
     })
+}
+
+/// Writes `name: value` CRLF into a sanitized head, and where it is into
+/// `spans` (within [`MAX_HEAD`], which `parse` checks after: a longer head
+/// is refused before its spans are read).
+fn add_field(sanitized: &mut Vec<u8>, spans: &mut Vec<[u16; 3]>, name: &str, value: &str) {
+    let at = |n: usize| n.min(u16::MAX as usize) as u16;
+    let start = sanitized.len();
+    sanitized.extend_from_slice(name.as_bytes());
+    sanitized.extend_from_slice(b": ");
+    let value_start = sanitized.len();
+    sanitized.extend_from_slice(value.as_bytes());
+    spans.push([at(start), at(value_start), at(sanitized.len())]);
+    sanitized.extend_from_slice(b"\r\n");
 }
 
 /// An absolute-form target, `http(s)://host[:port]...`, becomes the request

@@ -11,7 +11,8 @@
 //!
 //! - sanitize to a head the guard accepts again, with the same method,
 //!   target and `Connection: close`, and no framing or `Expect` left;
-//! - build into an `http_types::Request` ([`build_request`]) the same as
+//! - build into an `http_types::Request` ([`build_request`], and
+//!   [`build_parsed`] from the guard's spans) the same as
 //!   async-h1's decoder builds it ([`build_request_with_async_h1`]), with exactly
 //!   the method the guard saw, the path and query of its target whatever
 //!   the `Host` says, and no `Content-Length`, `Transfer-Encoding` or
@@ -22,7 +23,7 @@
 
 use http_types::{Method, Request, Url};
 use smolchat::http::chunked;
-use smolchat::http::conn::{build_request, build_request_with_async_h1};
+use smolchat::http::conn::{build_parsed, build_request, build_request_with_async_h1};
 use smolchat::http::head::{self, Framing, Head, HeadError};
 use smolchat::http::{percent_decode, resume_after};
 
@@ -222,6 +223,16 @@ fn check_head(h: &Head, raw: &[u8]) {
             "built: {}, async-h1: {}; sent {shown:?}",
             built.is_ok(),
             reference.is_ok()
+        ),
+    }
+    // The connection builds it from the guard's spans: the same again.
+    match (&built, build_parsed(h)) {
+        (Ok(a), Ok(b)) => assert_eq!(parts(a), parts(&b), "sent {shown:?}"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "sent {shown:?}"),
+        (a, b) => panic!(
+            "built: {}, from spans: {}; sent {shown:?}",
+            a.is_ok(),
+            b.is_ok()
         ),
     }
     let req = match built {
