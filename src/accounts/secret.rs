@@ -97,8 +97,11 @@ pub fn hash_secret(secret: &str) -> SecretHash {
 /// A short, public name for a token: the start of its hash, in Base64url.
 /// Listing and removing tokens uses it; it reveals nothing of the token.
 pub fn token_id(hash: &SecretHash) -> String {
-    Base64UrlUnpadded::encode_string(&hash[..6])
+    Base64UrlUnpadded::encode_string(&hash[..TOKEN_ID_LEN / 4 * 3])
 }
+
+/// The length of a [`token_id`]: six bytes of the hash in Base64url.
+pub const TOKEN_ID_LEN: usize = 8;
 
 /// Decodes the `user:password` of an `Authorization: Basic` value.
 ///
@@ -138,6 +141,6 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("sc_"));
         assert_eq!(a.len(), 3 + 43, "32 bytes of Base64url");
-        assert_eq!(token_id(&hash_secret(&a)).len(), 8);
+        assert_eq!(token_id(&hash_secret(&a)).len(), TOKEN_ID_LEN);
     }
 }

@@ -97,8 +97,9 @@ impl Args {
     /// Splits `args`; `with_value` names the flags that take a value.
     /// No subcommand has short flags: `-h` is `--help`, and any other word
     /// that starts with one `-` is a value when `dash_values` (a token id
-    /// is Base64url and may start with `-`), else an unknown flag. After
-    /// `--` every word is a value.
+    /// is Base64url and may start with `-`, or with `--`: such a word of a
+    /// token id's shape is a value too, as no flag has it), else an unknown
+    /// flag. After `--` every word is a value.
     fn parse(args: Vec<OsString>, with_value: &[&str], dash_values: bool) -> Result<Args, Failure> {
         let mut positional = Vec::new();
         let mut flags = Vec::new();
@@ -169,13 +170,25 @@ impl Args {
 }
 
 /// The next word when it starts with one `-` and is not `-h`: a value such
-/// as the token id `-ZZ_eock`, which `lexopt` would read as flags.
+/// as the token id `-ZZ_eock`, which `lexopt` would read as flags; or when
+/// it is a token id that starts with `--` (`--5QTLoj`: eight Base64url
+/// characters, a shape no flag has), which `lexopt` would read as a flag.
 fn dash_word(parser: &mut lexopt::Parser) -> Option<String> {
     let word = parser.try_raw_args()?.next_if(|w| {
-        w.to_str()
-            .is_some_and(|w| w.len() > 1 && w.starts_with('-') && !w.starts_with("--") && w != "-h")
+        w.to_str().is_some_and(|w| {
+            let one_dash = w.len() > 1 && w.starts_with('-') && !w.starts_with("--") && w != "-h";
+            one_dash || (w.starts_with("--") && is_token_id(w))
+        })
     })?;
     word.into_string().ok()
+}
+
+/// A token id's shape: [`crate::accounts::secret::TOKEN_ID_LEN`] Base64url
+/// characters.
+fn is_token_id(w: &str) -> bool {
+    w.len() == crate::accounts::secret::TOKEN_ID_LEN
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Runs subcommand `name` with `args` (after the name); `env` looks up
@@ -412,6 +425,15 @@ mod tests {
         assert_eq!(a.value("db"), Some("-x.db"));
         let a = parse(&["remove", "--", "-ZZ_eock", "--db"], true).unwrap();
         assert_eq!(a.positional, ["remove", "-ZZ_eock", "--db"]);
+        // One in 4,096 ids starts with two: found by tests/redis.rs.
+        let a = parse(&["remove", "--5QTLoj", "--db", "x.db"], true).unwrap();
+        assert_eq!(a.positional, ["remove", "--5QTLoj"]);
+        assert_eq!(a.value("db"), Some("x.db"));
+        assert!(parse(&["remove", "--5QTLoj"], false).is_ok_and(|a| a.flag("5QTLoj")));
+        // A flag is still a flag, and a longer word is not an id.
+        assert!(parse(&["--help"], true).unwrap().flag("help"));
+        let a = parse(&["remove", "--5QTLoj9"], true).unwrap();
+        assert_eq!((a.positional.len(), a.flag("5QTLoj9")), (1, true));
         assert!(parse(&["-h"], true).unwrap().flag("help"));
         assert_eq!(parse(&["--", "-h"], true).unwrap().positional, ["-h"]);
     }
