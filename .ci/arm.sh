@@ -9,7 +9,7 @@
 #            host (amd64) and for arm64 from apt, the same version's armhf std
 #            unpacked into a private sysroot (apt cannot install it on this
 #            mirror, see docs/raspberry-pi.md), cross gcc/binutils/libc for both targets,
-#            qemu-user-static from bookworm-backports, cargo-deb (pinned).
+#            qemu-user-static from bookworm-backports.
 #   build    release binaries for x86_64 (rustup), aarch64 and armv7
 #            (Debian rustc; without the redis feature), sizes printed and
 #            the aarch64 budget checked.
@@ -18,11 +18,11 @@
 #            runner), every other test natively against the ARM release
 #            binary (SMOLCHAT_TEST_BIN), started through SMOLCHAT_TEST_WRAPPER.
 #   chains   aarch64 (build, tests), armv7 (build, tests) and x86_64
-#            (release build, cargo-deb) run side by side: 2 cores, and
+#            (release build) run side by side: 2 cores, and
 #            builds and test runs each leave one mostly idle.
 #   sqlite   SQLite (rusqlite `bundled`: C code built by the cc crate with
 #            the cross gcc) is in every binary; aarch64 within 4 MiB.
-#   deb      .deb packages (amd64, arm64, armhf) with cargo-deb; info and
+#   deb      .deb packages (amd64, arm64, armhf) with scripts/deb.sh; info and
 #            contents printed, the glibc requirement checked.
 #   unit     systemd-analyze verify and security on contrib/smolchat.service.
 #
@@ -38,7 +38,6 @@ ROOT=$PWD
 # it), the newest version offered for both amd64 and arm64 is used instead,
 # with a warning: bump the pin then.
 RUST_DEB_PIN=${SMOLCHAT_RUST_DEB_VERSION:-1.96.0+dfsg1-1~deb12u2}
-CARGO_DEB_VERSION=3.8.0
 # Budget for the stripped aarch64 binary, SQLite included (issue 6).
 BUDGET=$((4 * 1024 * 1024))
 # Where the ARM builds go: separate from target/ because a different rustc
@@ -282,15 +281,6 @@ armv7_only() {
     fi
 }
 
-cargo_deb_setup() {
-    if cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\$"; then
-        echo "cargo-deb $CARGO_DEB_VERSION already installed"
-    else
-        cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION"
-    fi
-    cargo deb --version
-}
-
 # ---- cross environment ----------------------------------------------------------
 # Debian's rustc for both targets; cross gcc as linker and as the C compiler
 # for build scripts (the cc crate: SQLite). qemu runs target programs:
@@ -482,12 +472,8 @@ glibc_needed() {
 deb_one() {
     local arch=$1 triple=$2 bin=$3
     local deb
-    if [ -z "$triple" ]; then
-        deb=$(cargo deb --no-build --locked -o "$DEB_OUT" | tail -n1)
-    else
-        deb=$(cross_env && CARGO_TARGET_DIR=$(xdir "$triple") cargo deb --no-build --locked --target "$triple" -o "$DEB_OUT" | tail -n1)
-    fi
-    [ -f "$deb" ] || die "cargo deb did not report a .deb for $arch"
+    deb=$(scripts/deb.sh ${triple:+--target "$triple"} --bin "$bin" -o "$DEB_OUT" | tail -n1)
+    [ -f "$deb" ] || die "scripts/deb.sh did not report a .deb for $arch"
     echo "--- $deb"
     dpkg-deb --info "$deb"
     dpkg-deb --contents "$deb"
@@ -540,6 +526,8 @@ deb_install_check() {
         "${SUDO[@]}" dpkg -i "$DEB_OUT"/smolchat_*_amd64.deb
         [ -L /etc/systemd/system/multi-user.target.wants/smolchat.service ] || die "the unit was not enabled"
         /usr/bin/smolchat --version
+        # Every installed file matches the package's md5sums.
+        dpkg --verify smolchat || die "dpkg --verify: installed files differ from the package"
         "${SUDO[@]}" dpkg --purge smolchat
     )
     [ ! -e /etc/default/smolchat ] && [ ! -e /etc/systemd/system/multi-user.target.wants/smolchat.service ] ||
@@ -588,7 +576,6 @@ chain_armv7() {
 }
 chain_x86_64() {
     step "build: x86_64 release (rustup)" build_x86_64
-    step "setup: cargo-deb $CARGO_DEB_VERSION" cargo_deb_setup
 }
 
 step "setup: apt (rustc-web, cross gcc, qemu)" apt_setup
@@ -596,7 +583,7 @@ step "setup: armv7 std (private sysroot)" armhf_std_or_warn
 # The native test binaries the server tests run; built already when .ci/run
 # ran the test suite, so this only checks they are there.
 step "build: native test binaries" cargo test --locked --no-run --tests
-step "chains: aarch64 | armv7 | x86_64 + cargo-deb" together chain_aarch64 chain_armv7 chain_x86_64
+step "chains: aarch64 | armv7 | x86_64" together chain_aarch64 chain_armv7 chain_x86_64
 step "sqlite + budget (aarch64 <= 4 MiB)" sqlite_and_budget
 step "deb: amd64, arm64, armhf" debs
 step "deb: install + purge (amd64)" deb_install_check
