@@ -526,8 +526,11 @@ deb_install_check() {
         "${SUDO[@]}" dpkg -i "$DEB_OUT"/smolchat_*_amd64.deb
         [ -L /etc/systemd/system/multi-user.target.wants/smolchat.service ] || die "the unit was not enabled"
         /usr/bin/smolchat --version
-        # Every installed file matches the package's md5sums.
-        dpkg --verify smolchat || die "dpkg --verify: installed files differ from the package"
+        # Every installed file matches the package's md5sums (dpkg --verify
+        # prints a line per file that differs, and exits 0 either way).
+        local differ
+        differ=$(dpkg --verify smolchat) || die "dpkg --verify failed"
+        [ -z "$differ" ] || die "installed files differ from the package's md5sums: $differ"
         "${SUDO[@]}" dpkg --purge smolchat
     )
     [ ! -e /etc/default/smolchat ] && [ ! -e /etc/systemd/system/multi-user.target.wants/smolchat.service ] ||
