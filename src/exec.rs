@@ -138,8 +138,10 @@ impl Executor {
                 continue;
             }
             // Both queues were empty: wait for a task (`block_on` waits in
-            // the reactor meanwhile).
-            let listener = state.ready.listen();
+            // the reactor meanwhile). The listener lives in this future,
+            // not on the heap: a thread goes idle about twice per
+            // keep-alive request.
+            event_listener::listener!(state.ready => listener);
             if !state.first.is_empty() || !state.second.is_empty() {
                 continue;
             }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::rate::client_key;
 
-use event_listener::Event;
+use event_listener::{Event, EventListener};
 
 /// A one-way "stop now" signal, cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +44,14 @@ impl Shutdown {
         self.0.stopped.load(Ordering::SeqCst)
     }
 
+    /// A [`Watch`] of this signal, for a task that waits for it many times.
+    pub fn watch(&self) -> Watch<'_> {
+        Watch {
+            shutdown: self,
+            listener: None,
+        }
+    }
+
     /// Resolves once the signal has fired.
     pub async fn wait(&self) {
         loop {
@@ -55,6 +63,37 @@ impl Shutdown {
                 return;
             }
             listener.await;
+        }
+    }
+}
+
+/// A wait for a [`Shutdown`] that keeps its place between waits. A
+/// connection waits for the signal beside every read; [`Shutdown::wait`]
+/// would register with the signal (an allocation, a lock) each time, a
+/// watch does it once, at its first wait.
+#[derive(Debug)]
+pub struct Watch<'a> {
+    shutdown: &'a Shutdown,
+    listener: Option<EventListener>,
+}
+
+impl Watch<'_> {
+    /// Resolves once the signal has fired. Dropping the future before that
+    /// keeps the watch's registration for the next call.
+    pub async fn fired(&mut self) {
+        loop {
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            match &mut self.listener {
+                Some(listener) => {
+                    listener.await;
+                    self.listener = None;
+                }
+                // Registered before the flag is read again above: a
+                // trigger in between is not missed.
+                None => self.listener = Some(self.shutdown.0.event.listen()),
+            }
         }
     }
 }
@@ -198,6 +237,31 @@ mod tests {
         drop(a1);
         assert_eq!(p.open(ip("10.0.0.1")), 1);
         assert!(p.try_enter(ip("10.0.0.1"), 2).is_some());
+    }
+
+    #[test]
+    fn a_watch_registers_once_and_sees_the_signal() {
+        use futures_lite::FutureExt as _;
+        let s = Shutdown::new();
+        let mut w = s.watch();
+        // Waits that something else ends first, as a connection's reads do.
+        for _ in 0..3 {
+            let read = smol::block_on(
+                async {
+                    w.fired().await;
+                    false
+                }
+                .or(async { true }),
+            );
+            assert!(read, "the signal has not fired");
+        }
+        assert!(w.listener.is_some(), "registered at the first wait, kept");
+        let s2 = s.clone();
+        let trigger = std::thread::spawn(move || s2.trigger());
+        smol::block_on(w.fired());
+        trigger.join().unwrap();
+        smol::block_on(w.fired());
+        smol::block_on(s.watch().fired());
     }
 
     #[test]

@@ -60,6 +60,7 @@ use crate::event::{self, decimal, Frame};
 use crate::history::Query;
 use crate::message::RoomName;
 use crate::room::{Room, Subscription};
+use crate::shutdown::Watch;
 
 /// Send buffer for event streams: small, so a client that stops reading
 /// fills it soon and the stall is seen, instead of the kernel's auto-tuned
@@ -105,6 +106,7 @@ pub async fn serve(app: App, stream: Transport, peer: SocketAddr) {
         timer: Timer::never(),
         armed: None,
         continued: false,
+        stop: app.shutdown.watch(),
     };
     // A new connection's first request is usually there already: answer it
     // before waiting, so no timer is armed for nothing (a dropped reactor
@@ -198,6 +200,8 @@ struct Conn<'a> {
     armed: Option<Instant>,
     /// `100 Continue` was sent for the request being read.
     continued: bool,
+    /// The server's stop signal, watched beside every wait for input.
+    stop: Watch<'a>,
 }
 
 /// Bytes read from the socket at a time.
@@ -248,14 +252,14 @@ impl Conn<'_> {
                 self.timer.set_at(self.deadline);
                 self.armed = Some(self.deadline);
             }
-            let (stream, app, timer) = (self.stream, self.app, &mut self.timer);
+            let (stream, stop, timer) = (self.stream, &mut self.stop, &mut self.timer);
             let got = async { Got::Ready(stream.readable().await) }
                 .or(async {
                     timer.await;
                     Got::Timeout
                 })
                 .or(async {
-                    app.shutdown.wait().await;
+                    stop.fired().await;
                     Got::Stop
                 })
                 .await;
