@@ -361,7 +361,7 @@ impl Conn<'_> {
             req.set_body(body_obj);
             let method = req.method();
             let close = close || self.app.shutdown.is_triggered();
-            let (written, close) = match route(self.app, req, peer).await {
+            let (written, close) = match route(self.app, &mut req, peer).await {
                 Reply::Response(res) => {
                     let written = self.write_response(res, method, close, version).await;
                     (written, close)

@@ -181,11 +181,11 @@ fn resource(path: &str) -> Result<Option<Resource>, ApiError> {
 }
 
 /// Answers one request. `peer` is the socket's remote address.
-pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
+pub async fn route(app: &App, req: &mut Request, peer: SocketAddr) -> Reply {
     app.metrics
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let origin = header(&req, "origin").map(str::to_string);
+    let origin = header(req, "origin").map(str::to_string);
     let method = req.method();
     let result = match resource(req.url().path()) {
         // A preflight is answered the same on every path.
@@ -194,7 +194,7 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         Ok(None) => Err(ApiError::NotFound),
         // The page and the health check are for everyone, always.
         Ok(Some(Resource::Page(name))) if matches!(method, Method::Get | Method::Head) => {
-            Ok(Reply::Response(page::serve(name, &req)))
+            Ok(Reply::Response(page::serve(name, req)))
         }
         Ok(Some(Resource::Health)) if matches!(method, Method::Get | Method::Head) => {
             Ok(Reply::Response(health(app)))
@@ -203,14 +203,14 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
         // address, which the asker has already.
         Ok(Some(Resource::Invite(room, svg))) if matches!(method, Method::Get | Method::Head) => {
             Ok(Reply::Response(if svg {
-                invite::svg(app, &req, &room)
+                invite::svg(app, req, &room)
             } else {
-                invite::json(app, &req, &room)
+                invite::json(app, req, &room)
             }))
         }
         Ok(Some(res)) => {
             let stream_get = method == Method::Get && matches!(res, Resource::Events(_));
-            match auth::identify(app, &req, stream_get).await {
+            match auth::identify(app, req, stream_get).await {
                 Err(e) => Err(e),
                 // The session cookie rides along with any request to this
                 // host, a cross-site form's too: writes it authenticates must
@@ -218,12 +218,12 @@ pub async fn route(app: &App, mut req: Request, peer: SocketAddr) -> Reply {
                 Ok(asker)
                     if asker.by_cookie
                         && matches!(method, Method::Post | Method::Delete)
-                        && !auth::same_origin(&req) =>
+                        && !auth::same_origin(req) =>
                 {
                     let _ = asker;
                     Err(ApiError::Forbidden("cross-site request refused".into()))
                 }
-                Ok(asker) => dispatch(app, &mut req, res, peer, asker).await,
+                Ok(asker) => dispatch(app, req, res, peer, asker).await,
             }
         }
     };
@@ -1037,8 +1037,8 @@ mod tests {
         )
     }
 
-    fn respond(app: &App, r: Request) -> Response {
-        match smol::block_on(route(app, r, peer())) {
+    fn respond(app: &App, mut r: Request) -> Response {
+        match smol::block_on(route(app, &mut r, peer())) {
             Reply::Response(res) => res,
             Reply::Json(json) => json.into_response(),
             Reply::Messages(mut page) => {
@@ -1161,7 +1161,7 @@ mod tests {
         post(&app, "/rooms/k/messages", "text/plain", "one");
         let mut r = req(Method::Get, "/rooms/k/events?user=ana");
         r.insert_header("last-event-id", "0");
-        let Reply::Stream(s) = smol::block_on(route(&app, r, peer())) else {
+        let Reply::Stream(s) = smol::block_on(route(&app, &mut r, peer())) else {
             panic!("no stream")
         };
         assert_eq!(
