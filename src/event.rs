@@ -353,7 +353,13 @@ pub fn message_json(frame: &[u8]) -> &[u8] {
 
 /// `n` in decimal, written into `buf`, without the formatting machinery
 /// (a frame's id here, a response's length and status in `http::conn`).
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    std::str::from_utf8(decimal_bytes(n, buf)).unwrap_or("0")
+}
+
+/// The digits of `n` in decimal, as bytes: [`decimal`] without the UTF-8
+/// check (~60 instructions) where bytes are wanted.
+pub(crate) fn decimal_bytes(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -363,12 +369,12 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+    &buf[at..]
 }
 
 /// Appends `n` in decimal.
 fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(decimal(n, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(decimal_bytes(n, &mut [0; 20]));
 }
 
 /// Appends a message's JSON: what `serde_json` makes of it (a unit test
@@ -508,6 +514,7 @@ mod tests {
             let mut out = Vec::new();
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
         }
     }
 

@@ -392,9 +392,8 @@ impl Serialize for Timestamp {
 impl Timestamp {
     /// Appends what `Display` writes (no quotes).
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        let mut buf = [0u8; 20];
-        match self.four_digit_year(&mut buf) {
-            Some(text) => out.extend_from_slice(text.as_bytes()),
+        match self.four_digit_year_bytes() {
+            Some(text) => out.extend_from_slice(&text),
             None => {
                 use std::io::Write;
                 let _ = write!(out, "{self}");
@@ -406,6 +405,12 @@ impl Timestamp {
     /// written digit by digit: once per message, where the formatting
     /// machinery cost ~2,000 instructions.
     fn four_digit_year<'b>(&self, buf: &'b mut [u8; 20]) -> Option<&'b str> {
+        *buf = self.four_digit_year_bytes()?;
+        std::str::from_utf8(buf).ok()
+    }
+
+    /// [`Self::four_digit_year`] as bytes, without the UTF-8 check.
+    fn four_digit_year_bytes(&self) -> Option<[u8; 20]> {
         let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
         if !(0..=9999).contains(&y) {
             return None;
@@ -419,11 +424,10 @@ impl Timestamp {
         let [h0, h1] = two(secs / 3600);
         let [n0, n1] = two(secs / 60 % 60);
         let [s0, s1] = two(secs % 60);
-        *buf = [
+        Some([
             y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1,
             b'Z',
-        ];
-        std::str::from_utf8(buf).ok()
+        ])
     }
 }
 
@@ -567,6 +571,9 @@ mod tests {
         let mut t = first - 86_400 * 400;
         while t < last + 86_400 * 400 {
             assert_eq!(Timestamp(t).to_string(), formatted(t), "{t}");
+            let mut bytes = Vec::new();
+            Timestamp(t).write_to(&mut bytes);
+            assert_eq!(bytes, formatted(t).as_bytes(), "{t}");
             t += 86_399 * 7 + 3_607;
         }
         for t in [first, first - 1, last, last + 1, i64::MIN / 2, i64::MAX / 2] {

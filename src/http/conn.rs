@@ -56,7 +56,7 @@ pub(crate) use super::transport::WriteFail;
 use super::{chunked, route, Reply, StreamStart};
 use crate::accounts::{Accounts, Identity};
 use crate::app::App;
-use crate::event::{self, decimal, Frame};
+use crate::event::{self, decimal, decimal_bytes, Frame};
 use crate::history::Query;
 use crate::message::RoomName;
 use crate::room::{Room, Subscription};
@@ -1410,7 +1410,7 @@ fn status_and_fields(res: &Response, extra: &[(&str, &str)], out: &mut Vec<u8>) 
 fn status_line(status: http_types::StatusCode, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(decimal(u16::from(status).into(), &mut digits).as_bytes());
+    out.extend_from_slice(decimal_bytes(u16::from(status).into(), &mut digits));
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().as_bytes());
     out.extend_from_slice(b"\r\n");
