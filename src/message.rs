@@ -392,7 +392,23 @@ impl Serialize for Timestamp {
 impl Timestamp {
     /// Appends what `Display` writes (no quotes).
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        match self.four_digit_year_bytes() {
+        // Messages posted in the same second share their text: the last
+        // one is kept per thread (the calendar arithmetic is ~200
+        // instructions).
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(i64, [u8; 20])>> = const { std::cell::Cell::new(None) };
+        }
+        if let Some((secs, text)) = LAST.get() {
+            if secs == self.0 {
+                out.extend_from_slice(&text);
+                return;
+            }
+        }
+        let text = self.four_digit_year_bytes();
+        if let Some(text) = text {
+            LAST.set(Some((self.0, text)));
+        }
+        match text {
             Some(text) => out.extend_from_slice(&text),
             None => {
                 use std::io::Write;
@@ -575,6 +591,12 @@ mod tests {
             Timestamp(t).write_to(&mut bytes);
             assert_eq!(bytes, formatted(t).as_bytes(), "{t}");
             t += 86_399 * 7 + 3_607;
+        }
+        // The same second again, the next, and back (the kept text).
+        for t in [1_700_000_000, 1_700_000_000, 1_700_000_001, 1_700_000_000] {
+            let mut bytes = Vec::new();
+            Timestamp(t).write_to(&mut bytes);
+            assert_eq!(bytes, formatted(t).as_bytes(), "{t}");
         }
         for t in [first, first - 1, last, last + 1, i64::MIN / 2, i64::MAX / 2] {
             assert_eq!(Timestamp(t).to_string(), formatted(t), "{t}");

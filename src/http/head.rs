@@ -295,10 +295,15 @@ pub fn parse(head: &[u8]) -> Result<Head, HeadError> {
     for part in [method, " ", url_target(target), " HTTP/1.1\r\n"] {
         sanitized.extend_from_slice(part.as_bytes());
     }
+    // Only printable ASCII got this far (`has_bad_byte`): one check makes
+    // the whole head a `str`, and each value is a slice of it, found by
+    // where httparse's slice of `head` starts.
+    let text = std::str::from_utf8(head).map_err(|_| HeadError::BadByte)?;
     for f in req.headers.iter() {
-        // Only printable ASCII got this far, so these are valid UTF-8.
-        let value = std::str::from_utf8(f.value)
-            .map_err(|_| HeadError::BadByte)?
+        let start = (f.value.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        let value = text
+            .get(start..start.wrapping_add(f.value.len()))
+            .ok_or(HeadError::BadByte)?
             .trim();
         let name = f.name;
         if name.eq_ignore_ascii_case("host") {
