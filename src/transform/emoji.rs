@@ -217,6 +217,19 @@ pub(crate) fn apply(prose: &str) -> Option<String> {
     (!hits.is_empty()).then(|| replace(prose, &hits))
 }
 
+/// The bytes that end a run of plain ASCII in [`find`]: any byte beyond
+/// ASCII, `:`, and every byte after which a token may start.
+static STOPS_A_RUN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = !c.is_ascii() || c == b':' || scan::is_token_start_ascii(c);
+        b += 1;
+    }
+    t
+};
+
 /// Finds the emoticons and shortcodes in `prose`, in order, appending them
 /// to `hits`, and returns the length `prose` would have with them turned
 /// into emoji.
@@ -225,6 +238,13 @@ pub(crate) fn apply(prose: &str) -> Option<String> {
 /// growth of a whole message and build nothing when it would pass the size
 /// limit: a screenful of `<3` then costs one scan and no output.
 pub(crate) fn find(prose: &str, hits: &mut Vec<Hit>) -> usize {
+    find_with(prose, hits, true)
+}
+
+/// [`find`], with the runs of plain bytes skipped at once or (a test's
+/// reference) a byte at a time.
+#[inline(always)]
+fn find_with(prose: &str, hits: &mut Vec<Hit>, skip_runs: bool) -> usize {
     let tables = tables();
     let bytes = prose.as_bytes();
     let mut len = prose.len();
@@ -242,10 +262,20 @@ pub(crate) fn find(prose: &str, hits: &mut Vec<Hit>) -> usize {
         // shortcode can start, and only at a `:` before its name: most
         // bytes end here.
         if !open && b.is_ascii() && (b != b':' || !bytes.get(i + 1).is_some_and(is_name_byte)) {
-            prev = Some(char::from(b));
-            open = scan::is_token_start_ascii(b);
+            // Each plain ASCII byte after this one that is no `:` and
+            // starts no token would take this branch too, and only move
+            // `prev` on: the run is skipped at once, a table load per byte.
+            let mut j = i + 1;
+            if skip_runs && !scan::is_token_start_ascii(b) {
+                while bytes.get(j).is_some_and(|&c| !STOPS_A_RUN[usize::from(c)]) {
+                    j += 1;
+                }
+            }
+            let last = bytes[j - 1];
+            prev = Some(char::from(last));
+            open = scan::is_token_start_ascii(last);
             after_emoji = false;
-            i += 1;
+            i = j;
             continue;
         }
         let rest = &prose[i..];
@@ -539,6 +569,25 @@ mod tests {
                 out,
                 "{text:?}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Skipping a run of plain bytes at once finds what reading them
+        /// one at a time finds: emoticons, shortcodes, URLs, words, marks
+        /// and characters beyond ASCII in any order.
+        #[test]
+        fn skipping_runs_finds_what_the_byte_loop_finds(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "a", "word", " ", "\n", ":", ":)", ":-(", "<3", ":smile:", ":+1:", ":x", "(", "\"",
+                "'", ".", "é", "😀", "https://x.org", "www.a.b", "w.", "`", "xD", ";)", ":p", "8)",
+            ]), 0..16),
+        ) {
+            let s = parts.concat();
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let fast_len = find_with(&s, &mut fast, true);
+            let slow_len = find_with(&s, &mut slow, false);
+            proptest::prop_assert_eq!((fast_len, fast), (slow_len, slow), "{:?}", s);
         }
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn is_token_start(prev: Option<char>) -> bool {
 /// [`is_token_start`] after the ASCII character `b`, for a loop over
 /// bytes: a comparison or two instead of a call per byte.
 #[inline]
-pub(crate) fn is_token_start_ascii(b: u8) -> bool {
+pub(crate) const fn is_token_start_ascii(b: u8) -> bool {
     matches!(
         b,
         b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | b'(' | b'[' | b'{' | b'<' | b'"' | b'\''
