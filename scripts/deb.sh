@@ -24,22 +24,26 @@
 # snippets), /etc/default/smolchat (a conffile: kept on removal, removed
 # on purge) and the documentation under /usr/share/doc/smolchat.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here=$PWD
+root=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-    sed -n '6,16p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
+    sed -n '6,16p' "$root/scripts/deb.sh" | sed 's/^# \{0,1\}//' >&2
+    exit "$1"
 }
-triple="" bin="" out=target/debian
+# Paths given are from where the script is called.
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
+triple="" bin="" out=$root/target/debian
 while [ $# -gt 0 ]; do
     case "$1" in
     --target) triple=${2:?}; shift 2 ;;
-    --bin) bin=${2:?}; shift 2 ;;
-    -o) out=${2:?}; shift 2 ;;
-    -h | --help) usage ;;
-    *) echo "deb.sh: unknown argument: $1" >&2; usage ;;
+    --bin) bin=$(abs "${2:?}"); shift 2 ;;
+    -o) out=$(abs "${2:?}"); shift 2 ;;
+    -h | --help) usage 0 ;;
+    *) echo "deb.sh: unknown argument: $1" >&2; usage 2 ;;
     esac
 done
+cd "$root"
 
 die() {
     echo "deb.sh: $*" >&2
